@@ -1,0 +1,207 @@
+"""The command line: `python -m benchmark COMMAND ...`.
+
+Commands that do not train (`--help`, `data inspect`, `data make-phantom`, `report`, `sweep` itself) import no
+TensorFlow; each subcommand imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from benchmark.errors import UserError
+
+DATASET_CHOICES = ("phantom", "chexpert", "nih", "csv")
+
+
+def _config_args(p: argparse.ArgumentParser, dataset_required: bool = False) -> None:
+    p.add_argument("--config", help="a YAML profile from configs/ (default: the built-in defaults)")
+    p.add_argument("--dataset", choices=DATASET_CHOICES, required=dataset_required)
+    p.add_argument("--data-root", help="the folder of the download (or of the phantom)")
+    p.add_argument("--csv", help="the label file (default: the data set's own file under --data-root)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key with a YAML value, e.g. --set epochs=2 --set weights=null")
+
+
+def _load_cfg(args, **extra):
+    from benchmark.config import load_config, parse_set
+
+    return load_config(args.config, parse_set(args.set), dataset=args.dataset, data_root=args.data_root,
+                       train_csv=args.csv, **extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description="cxr-bench: train and compare chest-radiograph classifiers and write an HTML report.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    data = sub.add_parser("data", help="inspect label files, make the synthetic phantom data set")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    ins = dsub.add_parser("inspect", help="count images, patients, views and label values of a label file")
+    ins.add_argument("--dataset", choices=DATASET_CHOICES, required=True)
+    ins.add_argument("--csv", required=True, help="train.csv, valid.csv, Data_Entry_2017*.csv or any CSV (.gz too)")
+    ins.add_argument("--data-root", help="the folder image paths are relative to (default: the CSV's folder)")
+    ins.add_argument("--policy", default="mixed", help="uncertainty policy for the after_policy counts")
+    ins.add_argument("--blank", default="negative", choices=("negative", "ignore"))
+    ins.add_argument("--all-views", action="store_true", help="count lateral views too (default: frontal only)")
+    ins.add_argument("--path-column", default="Path", help="csv data sets: the image path column")
+    ins.add_argument("--patient-column", help="csv data sets: the patient column")
+    ins.add_argument("--json", action="store_true", help="print one JSON object")
+    ph = dsub.add_parser("make-phantom", help="write the synthetic phantom data set in the CheXpert layout")
+    ph.add_argument("--out", required=True, help="folder to write (a CheXpert-v1.0-small-like tree)")
+    ph.add_argument("--n", type=int, default=2000, help="number of images (frontal and lateral)")
+    ph.add_argument("--size", type=int, default=128, help="image side in pixels")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--workers", type=int, default=0, help="processes (default: every core)")
+
+    sub.add_parser("models", help="list the registered backbones with parameter counts")
+
+    tr = sub.add_parser("train", help="train one backbone and write a run directory")
+    _config_args(tr)
+    tr.add_argument("--backbone", help="a name from `python -m benchmark models`")
+    tr.add_argument("--out", required=True, help="the run directory (re-running resumes it)")
+
+    ev = sub.add_parser("evaluate", help="recompute predictions and metrics of a trained run")
+    ev.add_argument("--run", required=True, help="a run directory")
+    ev.add_argument("--split", choices=("val", "test"), default="test")
+    ev.add_argument("--tta", action="store_true", help="TenCrop test-time augmentation")
+    ev.add_argument("--data-root", help="where the images are now, if they moved since training")
+
+    pr = sub.add_parser("predict", help="per-label probabilities and findings for image files")
+    pr.add_argument("--run", required=True, help="a run directory")
+    pr.add_argument("images", nargs="+", help="PNG or JPEG files")
+    pr.add_argument("--gradcam", metavar="OUT_DIR", help="write Grad-CAM overlays for the positive findings here")
+    pr.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("report", help="build the HTML report of a sweep (or of one run) from its files")
+    rp.add_argument("--sweep", required=True, help="a sweep directory or a single run directory")
+    rp.add_argument("--bootstrap", type=int, help="bootstrap resamples for confidence intervals (default 1000)")
+
+    sw = sub.add_parser("sweep", help="train every run of a profile's grid, each in its own process, then report")
+    _config_args(sw)
+    sw.add_argument("--out", required=True, help="the sweep directory (re-running resumes it)")
+    sw.add_argument("--gpus", help="comma-separated GPU ids to run in parallel, one run per GPU")
+
+    perf = sub.add_parser("perf", help="throughput benchmarks")
+    psub = perf.add_subparsers(dest="perf_command", metavar="WHAT")
+    psub.required = True
+    pp = psub.add_parser("pipeline", help="images/s of the input pipeline against ImageDataGenerator and decoding")
+    pp.add_argument("--dataset", choices=DATASET_CHOICES, required=True)
+    pp.add_argument("--data-root", required=True)
+    pp.add_argument("--csv")
+    pp.add_argument("--image-size", type=int, default=224)
+    pp.add_argument("--batch-size", type=int, default=32)
+    pp.add_argument("--max-images", type=int, help="use at most this many images")
+    pp.add_argument("--json", action="store_true")
+    pt = psub.add_parser("train", help="training images/s fed by the real pipeline and by in-memory tensors")
+    pt.add_argument("--backbone", required=True)
+    pt.add_argument("--image-size", type=int, default=224)
+    pt.add_argument("--batch-size", type=int, default=32)
+    pt.add_argument("--steps", type=int, default=20)
+    pt.add_argument("--data-root", help="a phantom or CheXpert-layout folder (default: a temporary phantom)")
+    pt.add_argument("--json", action="store_true")
+    return parser
+
+
+def cmd_data(args) -> int:
+    if args.data_command == "inspect":
+        from benchmark.data_inspect import format_table, inspect_table
+
+        summary = inspect_table(args.dataset, args.csv, args.data_root, args.policy, args.blank, args.all_views,
+                                args.path_column, args.patient_column)
+        print(json.dumps(summary) if args.json else format_table(summary))
+        return 0
+    from benchmark.phantom import make_phantom
+
+    info = make_phantom(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers or None)
+    print(f"wrote {info['images']} synthetic images ({info['patients']} patients) to {info['root']} "
+          f"in {info['seconds']:.1f} s ({info['images_per_s']:.0f} images/s)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from models.registry import describe_all
+
+    for row in describe_all():
+        print(f"{row['name']:16s} {row['params']:>12,d} params  default {row['default_size']} px  "
+              f"preprocessing {row['preprocess']:6s} {row['notes']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from benchmark.training import train_run
+
+    cfg = _load_cfg(args, backbone=args.backbone)
+    result = train_run(cfg, args.out)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from benchmark.evaluation import evaluate_run
+
+    metrics = evaluate_run(args.run, split=args.split, tta=args.tta, data_root=args.data_root)
+    print(json.dumps(metrics["summary"], indent=1))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from benchmark.evaluation import predict_images
+
+    results = predict_images(args.run, args.images, gradcam_dir=args.gradcam)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for r in results:
+            found = ", ".join(r["findings"]) or "none above threshold"
+            print(f"{r['image']}: {found}")
+            for label, p in r["probabilities"].items():
+                print(f"    {label:28s} {p:.3f}  (threshold {r['thresholds'][label]:.3f})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from reports.build import build_report
+
+    index = build_report(args.sweep, bootstrap=args.bootstrap)
+    print(index)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from benchmark.sweep import run_sweep
+
+    cfg = _load_cfg(args)
+    return run_sweep(cfg, args.out, gpus=args.gpus)
+
+
+def cmd_perf(args) -> int:
+    from benchmark import perf
+
+    if args.perf_command == "pipeline":
+        result = perf.perf_pipeline(args.dataset, args.data_root, args.csv, args.image_size, args.batch_size,
+                                    args.max_images)
+    else:
+        result = perf.perf_train(args.backbone, args.image_size, args.batch_size, args.steps, args.data_root)
+    print(json.dumps(result) if args.json else perf.format_result(result))
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate,
+            "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "perf": cmd_perf}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,290 @@
+"""Configuration: YAML profiles in configs/ merged into one frozen dataclass, with `--set key=value` overrides.
+
+Keys are flat and unique (``epochs``, ``policy``, ``backbone`` ...), so the same name works in a YAML file and on
+the command line. Unknown keys and badly typed values are a UserError naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.errors import UserError
+
+DATASETS = ("phantom", "chexpert", "nih", "csv")
+POLICIES = ("ignore", "zeros", "ones", "mixed", "smooth_ones", "smooth_zeros")
+FINETUNES = ("full", "linear", "gradual", "baseline")
+LOSSES = ("bce", "masked_bce", "weighted_bce", "focal")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("plateau", "cosine", "constant")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one training run (or a sweep of them) needs. Field names are the YAML / --set keys."""
+
+    # --- data ---
+    dataset: str = "phantom"
+    data_root: str | None = None
+    train_csv: str | None = None  # default: the data set's own file under data_root
+    valid_csv: str | None = None
+    labels: Any = "competition5"  # a name from benchmark.labels.LABEL_SETS, "all", or a list
+    policy: Any = "mixed"  # one of POLICIES, or {label: policy}
+    blank: str = "negative"  # "negative" (the CheXpert paper's convention) or "ignore"
+    views: str = "frontal"  # "frontal" or "all"
+    projections: Any = None  # e.g. [AP, PA]; None keeps every projection
+    val_fraction: float = 0.1  # used when the data set has no official validation set
+    test_fraction: float = 0.1  # carved from train by patient when there is no official test set
+    split_seed: int = 0
+    max_train_images: int | None = None  # subsample the training split by patient (quick experiments)
+    path_column: str = "Path"  # csv data sets
+    patient_column: str | None = None  # csv data sets; default: each image is its own patient
+    split_column: str | None = None  # csv data sets: a column holding train / val / test
+    image_size: int = 224
+    resize: str = "crop"  # aspect-preserving resize, then "crop" (centre) or "pad"
+    equalize: str = "none"  # "none", "hist" or "clahe"
+    cache_dir: str | None = None  # default: $CXR_BENCH_CACHE or ~/.cache/cxr-bench
+    skip_bad_images: bool = False
+    phantom_images: int = 2000  # when dataset=phantom and the data root does not exist yet
+    phantom_size: int = 128
+
+    # --- model ---
+    backbone: str = "densenet121"
+    weights: str | None = "imagenet"  # "imagenet", null, or a path to a weights file
+    finetune: str = "full"
+    gradual_epochs: int = 1  # finetune=gradual: epochs with a frozen backbone
+    gradual_lr_factor: float = 0.1  # finetune=gradual: learning rate factor once everything trains
+    dropout: float = 0.2
+    head_hidden: int = 0  # units of an optional hidden layer in the head
+    per_label_heads: bool = False
+    bn_momentum: float | None = None  # None: 0.9 when training from scratch (weights=null), else the backbone's
+
+    # --- training ---
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4  # adamw only
+    momentum: float = 0.9  # sgd only
+    schedule: str = "plateau"
+    warmup_epochs: int = 0  # cosine only
+    plateau_factor: float = 0.1
+    plateau_patience: int = 1
+    early_stopping_patience: int = 3
+    loss: str = "bce"
+    focal_gamma: float = 2.0
+    augment: bool = True
+    rotation: float = 5.0  # degrees
+    shift: float = 0.05  # fraction of the image
+    zoom: float = 0.1
+    brightness: float = 0.1
+    contrast: float = 0.1
+    hflip: bool = False  # off: the heart is on the left, and flips would teach the network dextrocardia is normal
+    seed: int = 0
+    deterministic: bool = False
+    precision: str = "auto"  # "auto" (mixed_float16 on a GPU, float32 otherwise), "float32", "mixed_float16", "mixed_bfloat16"
+    xla: bool = False
+    tensorboard: bool = False
+    steps_per_epoch: int | None = None  # cap the steps per epoch (smoke tests)
+    logical_cpus: int = 0  # >1 splits the CPU into that many devices for MirroredStrategy (tests the multi-GPU path)
+    gradcam_images: int = 6
+    bootstrap: int = 1000
+
+    # --- sweep grid (empty: the single value above) ---
+    backbones: tuple = ()
+    policies: tuple = ()
+    finetunes: tuple = ()
+    image_sizes: tuple = ()
+    seeds: tuple = ()
+    name: str = "run"
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some keys changed (validated)."""
+        return validate(dataclasses.replace(self, **changes))
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+SWEEP_KEYS = {"backbones": "backbone", "policies": "policy", "finetunes": "finetune", "image_sizes": "image_size",
+              "seeds": "seed"}
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config)}
+
+
+def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
+    """Check one value against its declared type; a UserError names the key and where the value came from."""
+    def bad(expected: str):
+        return UserError(f"{origin}: {key} must be {expected}, got {value!r}")
+
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional or hint is Any:
+            return None
+        raise bad("set (null is not allowed here)")
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if base is Any:
+        return tuple(value) if isinstance(value, list) else value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if base is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad("a string")
+        return str(value)
+    if base is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        return (value,)
+    return value
+
+
+def validate(cfg: Config, origin: str = "config") -> Config:
+    """Check the values that have a fixed set of choices or a range."""
+    def choice(key, options):
+        value = getattr(cfg, key)
+        if value not in options:
+            raise UserError(f"{origin}: {key}={value!r} is not one of {', '.join(options)}")
+
+    choice("dataset", DATASETS)
+    choice("finetune", FINETUNES)
+    choice("loss", LOSSES)
+    choice("optimizer", OPTIMIZERS)
+    choice("schedule", SCHEDULES)
+    choice("blank", ("negative", "ignore"))
+    choice("views", ("frontal", "all"))
+    choice("resize", ("crop", "pad"))
+    choice("equalize", ("none", "hist", "clahe"))
+    choice("precision", ("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+    policies = cfg.policy.values() if isinstance(cfg.policy, dict) else [cfg.policy]
+    for p in list(policies) + list(cfg.policies):
+        if p not in POLICIES:
+            raise UserError(f"{origin}: policy {p!r} is not one of {', '.join(POLICIES)}")
+    for ft in cfg.finetunes:
+        if ft not in FINETUNES:
+            raise UserError(f"{origin}: finetune {ft!r} is not one of {', '.join(FINETUNES)}")
+    for key in ("image_size", "epochs", "batch_size"):
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{origin}: {key} must be at least 1, got {getattr(cfg, key)}")
+    if not 0 <= cfg.val_fraction < 1 or not 0 <= cfg.test_fraction < 1 or cfg.val_fraction + cfg.test_fraction >= 1:
+        raise UserError(f"{origin}: val_fraction and test_fraction must each be in [0, 1) and sum to less than 1")
+    if not 0 <= cfg.dropout < 1:
+        raise UserError(f"{origin}: dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.learning_rate <= 0:
+        raise UserError(f"{origin}: learning_rate must be positive, got {cfg.learning_rate}")
+    return cfg
+
+
+def merge(base: Config, values: dict, origin: str) -> Config:
+    """Apply a dict of overrides to a Config, rejecting unknown keys with the list of valid ones."""
+    if not isinstance(values, dict):
+        raise UserError(f"{origin}: expected a mapping of keys to values, got {type(values).__name__}")
+    types_ = _field_types()
+    changes = {}
+    for key, value in values.items():
+        if key not in types_:
+            close = [k for k in types_ if k.startswith(str(key)[:4])]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UserError(f"{origin}: unknown config key {key!r}{hint}; see configs/README.md for the valid keys")
+        changes[key] = _coerce(key, value, types_[key], origin)
+    return validate(dataclasses.replace(base, **changes), origin)
+
+
+def parse_set(items: list[str] | None) -> dict:
+    """Parse ``key=value`` strings; values are YAML (``epochs=2``, ``backbones=[mobilenet,resnet34]``, ``weights=null``)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. --set epochs=2")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({exc.__class__.__name__})") from None
+    return out
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; the profiles are in configs/")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None, **extra) -> Config:
+    """Defaults, then the YAML file, then `extra` (command-line flags), then `--set` overrides."""
+    cfg = Config()
+    if path is not None:
+        cfg = merge(cfg, load_yaml(path), str(path))
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if extra:
+        cfg = merge(cfg, extra, "command line")
+    if overrides:
+        cfg = merge(cfg, overrides, "--set")
+    return cfg
+
+
+def config_from_dict(values: dict, origin: str) -> Config:
+    """Rebuild a Config from a run directory's config.yaml."""
+    return merge(Config(), values, origin)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def grid(cfg: Config) -> list[Config]:
+    """Expand the sweep keys (backbones, policies, ...) into one Config per run."""
+    axes = [(single, list(getattr(cfg, multi)) or [getattr(cfg, single)]) for multi, single in SWEEP_KEYS.items()]
+    runs = [cfg]
+    for single, values in axes:
+        runs = [r.replace(**{single: v}) for r in runs for v in values]
+    return [r.replace(**{m: () for m in SWEEP_KEYS}) for r in runs]
+
+
+def run_name(cfg: Config, varying: set[str]) -> str:
+    """A run directory name from the keys that vary across the sweep, e.g. ``resnet50-mixed-s0``."""
+    parts = [cfg.backbone]
+    if "policy" in varying:
+        parts.append(cfg.policy if isinstance(cfg.policy, str) else "custom")
+    if "finetune" in varying:
+        parts.append(cfg.finetune)
+    if "image_size" in varying:
+        parts.append(f"{cfg.image_size}px")
+    if "seed" in varying:
+        parts.append(f"s{cfg.seed}")
+    return "-".join(parts)
+
