@@ -241,7 +241,11 @@ def _looks_like_labels(col: pd.Series) -> bool:
 def default_csv(dataset: str, root: Path) -> Path:
     """The label file a download keeps under its root."""
     if dataset in ("chexpert", "phantom"):
-        return root / "train.csv"
+        for folder in (root, root / "CheXpert-v1.0-small", root / "CheXpert-v1.0"):
+            if (folder / "train.csv").is_file():
+                return folder / "train.csv"
+        raise UserError(f"no train.csv in {root} or its CheXpert-v1.0(-small) folder; point --data-root at the "
+                        f"unpacked CheXpert download")
     if dataset == "nih":
         for name in NIH_LABEL_FILES:
             if (root / name).is_file():

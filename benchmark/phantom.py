@@ -33,7 +33,7 @@ FOLDER = "CheXpert-v1.0-small"
 LABEL_NOISE_MISSED = 0.04  # positives whose sign is not drawn
 LABEL_NOISE_SPURIOUS = 0.02  # negatives with a faint sign drawn anyway
 UNCERTAIN_STRENGTH = (0.2, 0.5)
-POSITIVE_STRENGTH = (0.45, 1.0)
+POSITIVE_STRENGTH = (0.5, 1.0)
 IDX = {name: i for i, name in enumerate(CHEXPERT_14)}
 
 
@@ -162,7 +162,7 @@ def render_frontal(strength: np.ndarray, anatomy: Anatomy, rng: np.random.Genera
 
     # lungs (air), with volume loss lifting one hemidiaphragm in atelectasis
     ate_side = -1 if rng.random() < 0.6 else 1
-    lift = st["Atelectasis"] * s * 0.05
+    lift = st["Atelectasis"] * s * 0.08
     lungs = {side: _lung_mask(a, side, lift if side == ate_side else 0.0) for side in (-1, 1)}
     lung = np.clip(lungs[-1] + lungs[1], 0, 1)
     img -= (a.body - a.lung_air) * lung
@@ -247,7 +247,7 @@ def render_frontal(strength: np.ndarray, anatomy: Anatomy, rng: np.random.Genera
             hy = a.top + 0.45 * (a.diaphragm - a.top)
             haze += np.exp(-(((xx - hx) / (0.11 * s)) ** 2 + ((yy - hy) / (0.16 * s)) ** 2))
         haze *= 1 + 0.3 * _smooth_noise(rng, s, 6)
-        img += 0.20 * ed * haze * lung_blur
+        img += 0.24 * ed * haze * lung_blur
         if ed > 0.5:
             for side in (-1, 1):
                 for _ in range(4):
@@ -257,21 +257,20 @@ def render_frontal(strength: np.ndarray, anatomy: Anatomy, rng: np.random.Genera
                     img[int(y), int(min(x0, x0 - side * 0.04 * s)):int(max(x0, x0 - side * 0.04 * s))] += 0.05 * ed
 
     cons = st["Consolidation"]
-    if cons > 0:  # a lobe below an oblique fissure, dense, with dark air bronchograms
-        side = -1 if rng.random() < 0.55 else 1
-        fissure_y = a.top + rng.uniform(0.45, 0.6) * (a.diaphragm - a.top) + side * 0.15 * (xx - a.cx)
-        lobe = lungs[side] * (yy > fissure_y)
+    if cons > 0:  # a whole lobe (upper or lower, either side), dense and mottled, with dark air bronchograms
+        side = -1 if rng.random() < 0.5 else 1
+        fissure_y = a.top + rng.uniform(0.4, 0.55) * (a.diaphragm - a.top) + side * 0.2 * (xx - a.cx)
+        upper = rng.random() < 0.5
+        lobe = lungs[side] * ((yy < fissure_y) if upper else (yy > fissure_y))
         lobe = cv2.GaussianBlur(lobe.astype(np.float32), (0, 0), s / 90)
-        tex = 1 + 0.25 * _smooth_noise(rng, s, 10)
+        tex = 1 + 0.4 * _smooth_noise(rng, s, 14)
         bronch = np.zeros((s, s), np.float32)
-        hx = a.cx + side * (a.mediast + 0.03 * s)
-        for _ in range(3):
-            ang = rng.uniform(0.6, 1.3)
-            L = rng.uniform(0.1, 0.2) * s
-            _polyline(bronch, np.array([[hx, a.top + 0.5 * (a.diaphragm - a.top)],
-                                        [hx + side * np.cos(ang) * L, a.top + 0.5 * (a.diaphragm - a.top) + np.sin(ang) * L]]),
-                      1.0, s / 160)
-        img += (0.26 * cons * tex - 0.08 * cons * bronch) * lobe
+        hx, hy = a.cx + side * (a.mediast + 0.02 * s), a.top + 0.45 * (a.diaphragm - a.top)
+        for _ in range(4):
+            ang = rng.uniform(0.3, 1.2) * (-1 if upper else 1)
+            L = rng.uniform(0.12, 0.22) * s
+            _polyline(bronch, np.array([[hx, hy], [hx + side * np.cos(ang) * L, hy + np.sin(ang) * L]]), 1.0, s / 110)
+        img += (0.34 * cons * tex - 0.14 * cons * bronch) * lobe
 
     def patches(amount, count, radius, side=None):
         out = np.zeros((s, s), np.float32)
@@ -300,14 +299,16 @@ def render_frontal(strength: np.ndarray, anatomy: Anatomy, rng: np.random.Genera
             img += (0.12 + 0.18 * les) * cv2.GaussianBlur(_ellipse_mask((s, s), px, py, r, r), (0, 0), 0.6) * lung
 
     ate = st["Atelectasis"]
-    if ate > 0:  # plate-like opacities at the base of the side with the raised hemidiaphragm
-        for _ in range(int(rng.integers(1, 3))):
-            y = a.diaphragm - lift - rng.uniform(0.05, 0.13) * s
-            x0 = a.cx + ate_side * rng.uniform(a.mediast + 0.05 * s, 0.2 * s)
-            x1 = x0 + ate_side * rng.uniform(0.08, 0.16) * s
+    if ate > 0:  # plate-like (discoid) opacities in the mid zone, volume loss: raised hemidiaphragm, shifted mediastinum
+        for _ in range(int(rng.integers(2, 4))):
+            y = a.top + rng.uniform(0.5, 0.72) * (a.diaphragm - a.top)
+            x0 = a.cx + ate_side * rng.uniform(a.mediast + 0.03 * s, 0.12 * s)
+            x1 = x0 + ate_side * rng.uniform(0.12, 0.2) * s
             band = np.zeros((s, s), np.float32)
-            _polyline(band, np.array([[x0, y], [x1, y + rng.uniform(-0.03, 0.03) * s]]), 1.0, s / 70)
-            img += 0.22 * ate * cv2.GaussianBlur(band, (0, 0), s / 200) * lungs[ate_side]
+            _polyline(band, np.array([[x0, y], [x1, y + rng.uniform(-0.04, 0.02) * s]]), 1.0, s / 38)
+            img += 0.32 * ate * cv2.GaussianBlur(band, (0, 0), s / 160) * lungs[ate_side]
+        shift = int(round(ate_side * ate * 0.03 * s))
+        img = np.where(np.abs(xx - a.cx) < 1.6 * a.mediast, np.roll(img, shift, axis=1), img)
 
     eff = st["Pleural Effusion"]
     if eff > 0:  # fluid in the dependent costophrenic recess with a meniscus rising laterally

@@ -1,0 +1,73 @@
+"""Decoding one radiograph file into the square 8-bit grayscale array every backbone starts from (OpenCV only).
+
+Handles 8- and 16-bit PNG (grayscale, RGB or RGBA, as in the NIH archives) and JPEG, preserves the aspect ratio
+(centre crop or pad), and optionally equalises the histogram or applies CLAHE.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+
+class BadImage(Exception):
+    """An image file that is missing, unreadable or corrupt (message names the file)."""
+
+
+def read_gray(path: str) -> np.ndarray:
+    """Decode a file to a 2-D uint8 or uint16 array; BadImage names the file if that fails."""
+    if not os.path.isfile(path):
+        raise BadImage(f"image {path} does not exist")
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH) if data.size else None
+    if img is None or img.size == 0:
+        raise BadImage(f"image {path} is not a readable PNG or JPEG (corrupt or truncated?)")
+    return img
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """16-bit radiographs are scaled by their own maximum (bit depths differ between scanners)."""
+    if img.dtype == np.uint8:
+        return img
+    top = float(img.max()) or 1.0
+    return np.clip(img.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
+
+
+def resize_square(img: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
+    """Aspect-preserving resize to size x size: 'crop' fills and centre-crops, 'pad' fits and pads with black."""
+    h, w = img.shape[:2]
+    scale = size / min(h, w) if mode == "crop" else size / max(h, w)
+    nh, nw = max(size if mode == "crop" else 1, round(h * scale)), max(size if mode == "crop" else 1, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    img = cv2.resize(img, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else img
+    if mode == "crop":
+        top, left = (nh - size) // 2, (nw - size) // 2
+        return np.ascontiguousarray(img[top:top + size, left:left + size])
+    out = np.zeros((size, size), dtype=img.dtype)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top:top + nh, left:left + nw] = img
+    return out
+
+
+_CLAHE = None
+
+
+def equalize(img: np.ndarray, mode: str) -> np.ndarray:
+    global _CLAHE
+    if mode == "hist":
+        return cv2.equalizeHist(img)
+    if mode == "clahe":
+        if _CLAHE is None:
+            _CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+        return _CLAHE.apply(img)
+    return img
+
+
+def load_image(path: str, size: int, resize: str = "crop", equalize_mode: str = "none") -> np.ndarray:
+    """The model-ready grayscale image: decode, 8-bit, square resize, optional equalisation."""
+    img = read_gray(path)
+    img = resize_square(img, size, resize)
+    img = to_uint8(img)
+    return equalize(img, equalize_mode)

@@ -1,0 +1,161 @@
+"""`perf pipeline` and `perf train`: throughput benchmarks (speed is measured here, not in timed tests)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.errors import UserError
+
+
+def _decode_chunk(args) -> int:
+    import cv2
+
+    from benchmark.images import load_image
+
+    cv2.setNumThreads(1)
+    files, size = args
+    for f in files:
+        load_image(f, size)
+    return len(files)
+
+
+def decode_limit(files, size: int, workers: int | None = None) -> float:
+    """Images/s of the same decode and resize in plain OpenCV, one process per core."""
+    workers = workers or os.cpu_count() or 1
+    chunks = [files[i::workers * 4] for i in range(workers * 4)]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_decode_chunk, [(c[:2], size) for c in chunks]))  # start the workers before timing
+        t0 = time.perf_counter()
+        n = sum(pool.map(_decode_chunk, [(c, size) for c in chunks]))
+    return n / (time.perf_counter() - t0)
+
+
+def _iterate(ds) -> int:
+    n = 0
+    for x, _ in ds:
+        n += int(x.shape[0])
+    return n
+
+
+def image_data_generator_rate(frame, labels, size: int, batch_size: int) -> float:
+    """Images/s of Keras's legacy ImageDataGenerator.flow_from_dataframe over the same files (one epoch)."""
+    import tensorflow as tf
+
+    gen = tf.keras.preprocessing.image.ImageDataGenerator(rescale=1.0 / 255)
+    df = frame.assign(**{lab: frame[lab].fillna(0).astype("float32") for lab in labels})
+    flow = gen.flow_from_dataframe(df, x_col="file", y_col=list(labels), class_mode="raw", target_size=(size, size),
+                                   color_mode="rgb", batch_size=batch_size, shuffle=False, validate_filenames=False)
+    t0 = time.perf_counter()
+    n = 0
+    for i in range(len(flow)):
+        x, _ = flow[i]
+        n += len(x)
+    return n / (time.perf_counter() - t0)
+
+
+def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int, batch_size: int,
+                  max_images: int | None) -> dict:
+    """First pass (decode into the cache + one epoch), cached epochs, ImageDataGenerator and the decode limit,
+    on the same files. The files are read once before timing so every method sees a warm page cache."""
+    from benchmark.cache import build_cache
+    from benchmark.datasets import default_csv, load_table
+    from benchmark.pipeline import make_dataset
+
+    root = Path(data_root)
+    if not root.is_dir():
+        raise UserError(f"data root {root} does not exist")
+    ds = load_table(dataset, csv or default_csv(dataset, root), root)
+    frame = ds.frame.iloc[:max_images] if max_images else ds.frame
+    files = frame["file"].tolist()
+    missing = [f for f in files[:50] if not os.path.isfile(f)]
+    if missing:
+        raise UserError(f"image {missing[0]} does not exist; perf pipeline needs the images under --data-root")
+    labels = [lab for lab in ds.labels if lab in frame.columns]
+    for f in files:  # warm the page cache
+        with open(f, "rb") as fh:
+            fh.read()
+    limit = decode_limit(files, image_size)
+    tmp = Path(tempfile.mkdtemp(prefix="cxr-perf-"))
+    try:
+        targets = frame[labels].fillna(0).to_numpy(np.float32)
+        t0 = time.perf_counter()
+        cache = build_cache(files, image_size, cache_dir=tmp, log=None)
+        rows = cache.rows(files)
+        n = _iterate(make_dataset(cache.images, rows, targets, batch_size, shuffle=True))
+        first = n / (time.perf_counter() - t0)
+        epochs = 3
+        t0 = time.perf_counter()
+        n = sum(_iterate(make_dataset(cache.images, rows, targets, batch_size, shuffle=True, seed=e))
+                for e in range(epochs))
+        cached = n / (time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    idg = image_data_generator_rate(frame, labels, image_size, batch_size)
+    return {"benchmark": "pipeline", "dataset": dataset, "images": len(files), "image_size": image_size,
+            "batch_size": batch_size, "cpu_count": os.cpu_count(), "first_pass": first, "cached": cached,
+            "image_data_generator": idg, "decode_limit": limit,
+            "first_pass_vs_decode_limit": first / limit, "first_pass_vs_image_data_generator": first / idg,
+            "cached_vs_first_pass": cached / first}
+
+
+def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data_root: str | None) -> dict:
+    """Training images/s of one backbone fed by the real pipeline and by one in-memory batch repeated."""
+    import keras
+    import tensorflow as tf
+
+    from benchmark.cache import build_cache
+    from benchmark.config import Config
+    from benchmark.losses import make_loss
+    from benchmark.phantom import FOLDER, make_phantom
+    from benchmark.pipeline import make_dataset
+    from models.classifier import build_classifier
+
+    tmp = Path(tempfile.mkdtemp(prefix="cxr-perf-"))
+    try:
+        if data_root is None:
+            make_phantom(tmp, n=max(64, steps * batch_size), size=max(image_size, 64), seed=0)
+            data_root = str(tmp / FOLDER)
+        from benchmark.datasets import default_csv, load_table
+
+        ds = load_table("phantom", default_csv("phantom", Path(data_root)), data_root, views="all")
+        files = ds.frame["file"].tolist()
+        cache = build_cache(files, image_size, cache_dir=tmp / "cache", log=None)
+        labels = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+        targets = ds.frame[labels].fillna(0).clip(0, 1).to_numpy(np.float32)
+        cfg = Config(backbone=backbone, weights=None, image_size=image_size)
+        model = build_classifier(cfg, len(labels))
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss("bce"))
+        real = make_dataset(cache.images, cache.rows(files), targets, batch_size, shuffle=True, drop_remainder=True).repeat()
+        x = np.asarray(cache.images[:batch_size])[..., None]
+        memory = tf.data.Dataset.from_tensors((tf.constant(x), tf.constant(targets[:batch_size]))).repeat()
+        rates = {}
+        for name, feed in (("in_memory", memory), ("pipeline", real), ("in_memory_again", memory)):
+            model.fit(feed, steps_per_epoch=max(2, steps // 4), epochs=1, verbose=0)  # warm-up and tracing
+            t0 = time.perf_counter()
+            model.fit(feed, steps_per_epoch=steps, epochs=1, verbose=0)
+            rates[name] = steps * batch_size / (time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    in_memory = max(rates["in_memory"], rates["in_memory_again"])
+    return {"benchmark": "train", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
+            "steps": steps, "devices": [d.name for d in tf.config.list_logical_devices()],
+            "pipeline": rates["pipeline"], "in_memory": in_memory, "pipeline_vs_in_memory": rates["pipeline"] / in_memory}
+
+
+def format_result(r: dict) -> str:
+    if r["benchmark"] == "pipeline":
+        return (f"{r['images']} images at {r['image_size']} px, {r['cpu_count']} cores (images/s):\n"
+                f"  first pass (decode once + 1 epoch) {r['first_pass']:9.1f}  ({100 * r['first_pass_vs_decode_limit']:.0f}% of the decode limit, "
+                f"{r['first_pass_vs_image_data_generator']:.1f}x ImageDataGenerator)\n"
+                f"  cached epochs                      {r['cached']:9.1f}  ({r['cached_vs_first_pass']:.1f}x the first pass)\n"
+                f"  ImageDataGenerator                 {r['image_data_generator']:9.1f}\n"
+                f"  decode limit (OpenCV, all cores)   {r['decode_limit']:9.1f}")
+    return (f"{r['backbone']} at {r['image_size']} px, batch {r['batch_size']}: training images/s fed by the pipeline "
+            f"{r['pipeline']:.1f}, by in-memory tensors {r['in_memory']:.1f} ({100 * r['pipeline_vs_in_memory']:.0f}%)")

@@ -1,0 +1,71 @@
+"""From a Config to arrays a trainer can use: the split data set, its targets, and the decode-once image cache.
+No TensorFlow here, so a sweep can build the cache once before it starts its runs."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.cache import ImageCache, build_cache
+from benchmark.datasets import Dataset, load_dataset
+from benchmark.errors import UserError
+from benchmark.policies import evaluation_targets, training_targets
+
+
+@dataclass
+class Split:
+    frame: pd.DataFrame  # rows of the data set in this split
+    rows: np.ndarray  # indices into the image cache
+    targets: np.ndarray  # training targets (policy applied), NaN = ignored
+    truth: np.ndarray  # evaluation targets: 1 / 0 / NaN (uncertain or ignored)
+
+
+@dataclass
+class Prepared:
+    dataset: Dataset
+    labels: tuple
+    cache: ImageCache
+    splits: dict
+
+
+def ensure_phantom(cfg, log=print) -> None:
+    """dataset=phantom with a data root that holds no phantom yet: make one there."""
+    from benchmark.phantom import FOLDER, make_phantom, phantom_is_complete
+
+    root = Path(cfg.data_root)
+    if phantom_is_complete(root) or phantom_is_complete(root / FOLDER):
+        return
+    target = root.parent if root.name == FOLDER else root
+    log(f"making the synthetic phantom data set ({cfg.phantom_images} images at {cfg.phantom_size} px) in {target}")
+    make_phantom(target, n=cfg.phantom_images, size=cfg.phantom_size, seed=0)
+
+
+def prepare(cfg, log=print) -> Prepared:
+    """Load and split the data set, apply the policy, and open (or build) the image cache."""
+    if cfg.dataset == "phantom":
+        if not cfg.data_root:
+            raise UserError("dataset phantom needs data_root (where the phantom is, or is to be made)")
+        ensure_phantom(cfg, log)
+    ds, labels = load_dataset(cfg)
+    frame = ds.frame
+    cache = build_cache(frame["file"].tolist(), cfg.image_size, cfg.resize, cfg.equalize, cfg.cache_dir,
+                        cfg.skip_bad_images, log=log)
+    if cache.bad:
+        bad_files = {cache.files[i] for i, _ in cache.bad}
+        print(f"skipping {len(bad_files)} bad image(s) (--skip-bad-images)", file=sys.stderr)
+        frame = frame[~frame["file"].isin(bad_files)]
+    raw_all = frame[list(labels)].to_numpy(dtype=np.float32)
+    targets_all = training_targets(raw_all, labels, cfg.policy, cfg.blank, cfg.seed)
+    truth_all = evaluation_targets(raw_all, cfg.blank)
+    splits = {}
+    rows_all = cache.rows(frame["file"].tolist())
+    for name in ("train", "val", "test"):
+        mask = (frame["split"] == name).to_numpy()
+        if not mask.any():
+            raise UserError(f"the {name} split is empty after skipping bad images")
+        splits[name] = Split(frame[mask].reset_index(drop=True), rows_all[mask], targets_all[mask], truth_all[mask])
+    return Prepared(ds, labels, cache, splits)

@@ -1,0 +1,113 @@
+"""The run directory and atomic writes: a file is written beside its target and renamed over it, so an
+interrupted run never leaves a half-written file that looks finished. No TensorFlow here."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+STATUS = "status.json"
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+    if hasattr(x, "item"):
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
+
+
+def read_json(path, default=None):
+    path = Path(path)
+    if not path.is_file():
+        return default
+    return json.loads(path.read_text())
+
+
+def write_csv(path, frame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def atomic_save_model(model, path) -> None:
+    """model.save to a temporary .keras file, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def read_status(run_dir) -> dict:
+    return read_json(Path(run_dir) / STATUS, {}) or {}
+
+
+def write_status(run_dir, status: str, **extra) -> None:
+    write_json(Path(run_dir) / STATUS, {"status": status, **extra})
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    """Versions and devices for environment.json (no host name)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    info = tf.sysconfig.get_build_info()
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for g in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+        except (ValueError, RuntimeError):
+            names.append(g.name)
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "cuda": info.get("cuda_version"),
+        "cudnn": info.get("cudnn_version"),
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "gpus": names,
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,78 @@
+"""The classifier: uint8 grayscale image -> augmentation (training only) -> backbone preprocessing -> backbone ->
+head -> one sigmoid per label. The backbone and head are nested models named "backbone" and "head", so Grad-CAM
+and fine-tuning modes can reach them."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from models.layers import GrayToBackbone
+from models.registry import build_backbone, get_spec
+
+
+def build_head(feature_shape, n_labels: int, dropout: float = 0.2, hidden: int = 0, per_label: bool = False,
+               label_names=None) -> keras.Model:
+    """Global average pooling -> dropout -> [hidden Dense] -> sigmoid Dense (float32, also under mixed precision).
+    With `per_label`, one small Dense per label, concatenated."""
+    inp = keras.Input(shape=feature_shape, name="features")
+    x = layers.GlobalAveragePooling2D(name="pool")(inp)
+    if hidden:
+        x = layers.Dense(hidden, activation="relu", name="hidden")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    if per_label:
+        outs = [layers.Dense(1, activation="sigmoid", dtype="float32", name=f"label_{i}")(x) for i in range(n_labels)]
+        out = layers.Concatenate(dtype="float32", name="probabilities")(outs)
+    else:
+        out = layers.Dense(n_labels, activation="sigmoid", dtype="float32", name="probabilities")(x)
+    return keras.Model(inp, out, name="head")
+
+
+def build_augment(cfg) -> keras.Sequential:
+    """Small rotation, shift, zoom, brightness and contrast changes; active only while training."""
+    seed = int(cfg.seed)
+    steps = []
+    if cfg.rotation:
+        steps.append(layers.RandomRotation(cfg.rotation / 360.0, fill_mode="constant", seed=seed))
+    if cfg.shift:
+        steps.append(layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="constant", seed=seed + 1))
+    if cfg.zoom:
+        steps.append(layers.RandomZoom(cfg.zoom, fill_mode="constant", seed=seed + 2))
+    if cfg.brightness:
+        steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
+    if cfg.contrast:
+        steps.append(layers.RandomContrast(cfg.contrast, seed=seed + 4))
+    if cfg.hflip:
+        steps.append(layers.RandomFlip("horizontal", seed=seed + 5))
+    return keras.Sequential(steps, name="augment")
+
+
+def set_bn_momentum(model: keras.Model, momentum: float) -> int:
+    """Set the moving-statistics momentum of every BatchNormalization layer; returns how many were changed."""
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = momentum
+            count += 1
+    return count
+
+
+def build_classifier(cfg, n_labels: int) -> keras.Model:
+    """The whole network for a Config: backbone `cfg.backbone` at `cfg.image_size` with `cfg.weights`."""
+    spec = get_spec(cfg.backbone)
+    size = cfg.image_size
+    backbone = build_backbone(cfg.backbone, size, cfg.weights)
+    backbone.name = "backbone"
+    momentum = cfg.bn_momentum if cfg.bn_momentum is not None else (0.9 if cfg.weights in (None, "none") else None)
+    if momentum is not None:
+        set_bn_momentum(backbone, momentum)
+    head = build_head(backbone.output.shape[1:], n_labels, cfg.dropout, cfg.head_hidden, cfg.per_label_heads)
+    inp = keras.Input(shape=(size, size, 1), dtype="uint8", name="image")
+    x = layers.Rescaling(1.0, dtype="float32", name="to_float")(inp)
+    if cfg.augment:
+        x = build_augment(cfg)(x)
+    x = GrayToBackbone(spec.preprocess, name="preprocess")(x)
+    x = backbone(x)
+    out = head(x)
+    return keras.Model(inp, out, name=f"cxr_{cfg.backbone}")

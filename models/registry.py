@@ -1,0 +1,120 @@
+"""The backbone registry: a name maps to a builder, its preprocessing mode, a default image size and notes.
+
+Importing this module does not import TensorFlow; builders import Keras when they run. Adding a backbone is one
+`register(...)` line (see README, "Adding a backbone").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from benchmark.errors import UserError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    build: Callable  # (input_shape, weights) -> keras.Model without its classifier, output (B, h, w, C)
+    preprocess: str  # a models.layers.GrayToBackbone mode
+    default_size: int
+    min_size: int = 32
+    imagenet_file: str | None = None  # the no-top weights file Keras downloads; None: no ImageNet weights
+    notes: str = ""
+
+
+REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register(name, build, preprocess, default_size, min_size=32, imagenet_file=None, notes=""):
+    REGISTRY[name] = BackboneSpec(name, build, preprocess, default_size, min_size, imagenet_file, notes)
+
+
+def keras_app(attr: str, **kwargs) -> Callable:
+    """A builder for a keras.applications network without its top."""
+    def build(input_shape, weights):
+        import keras
+
+        return getattr(keras.applications, attr)(include_top=False, weights=weights, input_shape=input_shape, **kwargs)
+    return build
+
+
+def _resnet34(input_shape, weights):
+    from models.resnet34 import ResNet34
+
+    return ResNet34(input_shape=input_shape, weights=weights)
+
+
+register("resnet34", _resnet34, "torch", 224, imagenet_file=None,
+         notes="basic blocks (3,4,6,3), written here: Keras has no ResNet34")
+register("resnet50", keras_app("ResNet50"), "caffe", 224,
+         imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+register("resnet101", keras_app("ResNet101"), "caffe", 224,
+         imagenet_file="resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5")
+register("densenet121", keras_app("DenseNet121"), "torch", 224,
+         imagenet_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", notes="the CheXNet backbone")
+register("mobilenet", keras_app("MobileNet"), "tf", 224, imagenet_file="mobilenet_1_0_224_tf_no_top.h5",
+         notes="MobileNet v1, alpha 1.0")
+register("mobilenetv2", keras_app("MobileNetV2"), "tf", 224,
+         imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+register("efficientnetb0", keras_app("EfficientNetB0"), "none", 224, imagenet_file="efficientnetb0_notop.h5",
+         notes="normalises inside the network")
+register("densenet169", keras_app("DenseNet169"), "torch", 224,
+         imagenet_file="densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5")
+register("convnext_tiny", keras_app("ConvNeXtTiny"), "none", 224, imagenet_file="convnext_tiny_notop.h5",
+         notes="normalises inside the network; LayerNorm, no BatchNorm")
+
+
+def get_spec(name: str) -> BackboneSpec:
+    if name not in REGISTRY:
+        raise UserError(f"unknown backbone {name!r}; valid: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def build_backbone(name: str, image_size: int, weights):
+    """Build a registered backbone for (image_size, image_size, 3) inputs.
+
+    `weights` is "imagenet" (downloaded by Keras into ~/.keras/models), None (random) or a weights file path.
+    """
+    spec = get_spec(name)
+    if image_size < spec.min_size:
+        raise UserError(f"image_size {image_size} is too small for {name}; use at least {spec.min_size} px")
+    shape = (image_size, image_size, 3)
+    if weights in (None, "none", "null"):
+        return spec.build(shape, None)
+    if weights == "imagenet":
+        if spec.imagenet_file is None:
+            raise UserError(f"{name} has no ImageNet weights in Keras; use weights: null or a weights file path")
+        try:
+            return spec.build(shape, "imagenet")
+        except Exception as exc:  # Keras raises a bare Exception for a failed download
+            text = str(exc)
+            if "fetch failure" not in text and "URL" not in text and "resolve" not in text.lower():
+                raise
+            url = re.search(r"https?://\S+", text)
+            file = os.path.basename(url.group(0).rstrip(":")) if url else spec.imagenet_file
+            raise UserError(f"cannot download the ImageNet weights of {name} (offline?); place {file} in "
+                            f"{Path.home() / '.keras' / 'models'} and run again, or use weights: null") from None
+    path = Path(str(weights))
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist; use weights: imagenet, null or an existing file")
+    model = spec.build(shape, None)
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:  # Keras raises ValueError or KeyError for a mismatch
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"weights file {path} does not match backbone {name} at {image_size} px: {first}") from None
+    return model
+
+
+def describe_all(image_size: int = 224) -> list[dict]:
+    """Name, parameter count (without the head), default size and notes of every backbone."""
+    rows = []
+    for name, spec in REGISTRY.items():
+        model = build_backbone(name, image_size, None)
+        rows.append({"name": name, "params": int(model.count_params()), "default_size": spec.default_size,
+                     "preprocess": spec.preprocess, "notes": spec.notes})
+    return rows

@@ -1,0 +1,1 @@
+"""Metrics, comparisons, plots, Grad-CAM and the HTML report. Only gradcam.py needs TensorFlow."""
