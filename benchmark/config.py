@@ -64,6 +64,7 @@ class Config:
     head_hidden: int = 0  # units of an optional hidden layer in the head
     per_label_heads: bool = False
     bn_momentum: float | None = None  # None: 0.9 when training from scratch (weights=null), else the backbone's
+    bn_reestimate_batches: int = 20  # before each validation, BatchNorm statistics from this many training batches
 
     # --- training ---
     epochs: int = 10
@@ -112,6 +113,7 @@ class Config:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
 
+PATH_KEYS = ("data_root", "train_csv", "valid_csv", "cache_dir")
 SWEEP_KEYS = {"backbones": "backbone", "policies": "policy", "finetunes": "finetune", "image_sizes": "image_size",
               "seeds": "seed"}
 
@@ -152,6 +154,11 @@ def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
             raise bad("an integer")
         return value
     if base is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad("a number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
         return float(value)
@@ -254,7 +261,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         cfg = merge(cfg, extra, "command line")
     if overrides:
         cfg = merge(cfg, overrides, "--set")
-    return cfg
+    paths = {k: os.path.abspath(getattr(cfg, k)) for k in PATH_KEYS if getattr(cfg, k)}
+    return dataclasses.replace(cfg, **paths)
 
 
 def config_from_dict(values: dict, origin: str) -> Config:

@@ -12,7 +12,8 @@ def inspect_table(dataset: str, csv, data_root=None, policy="mixed", blank="nega
                   path_column="Path", patient_column=None, labels="all") -> dict:
     """Summarise a label file as the JSON object `data inspect --json` prints."""
     ds = load_table(dataset, csv, data_root, views="all" if all_views else "frontal", need_files=False,
-                    path_column=path_column, patient_column=patient_column, labels=labels)
+                    path_column=path_column, patient_column=patient_column, labels=labels,
+                    include_valid=False)
     frame = ds.frame
     label_names = [c for c in ds.labels if c in frame.columns]
     raw = frame[label_names].to_numpy(dtype=np.float32)

@@ -75,7 +75,9 @@ def _numeric_labels(frame: pd.DataFrame, labels, source) -> pd.DataFrame:
                 values.notna() & ~values.isin([1.0, 0.0, -1.0]))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise UserError(f"{source}: column {label!r}, line {i + 2}: value {col.iloc[i]!r} is not a label; "
+            value = col.iloc[i]
+            shown = repr(value) if isinstance(value, str) else repr(float(value))
+            raise UserError(f"{source}: column {label!r}, line {i + 2}: value {shown} is not a label; "
                             f"labels must be 1, 0, -1 (uncertain) or blank")
         out[label] = values.astype(np.float32)
     return pd.DataFrame(out, index=frame.index)
@@ -257,8 +259,9 @@ def default_csv(dataset: str, root: Path) -> Path:
 def load_table(dataset: str, csv: str | os.PathLike, data_root: str | os.PathLike | None = None,
                valid_csv: str | os.PathLike | None = None, views: str = "frontal", projections=None,
                need_files: bool = True, path_column: str = "Path", patient_column: str | None = None,
-               split_column: str | None = None, labels="all") -> Dataset:
-    """Read a label file (and CheXpert's valid.csv beside it) into a Dataset, view filter applied, no split yet."""
+               split_column: str | None = None, labels="all", include_valid: bool = True) -> Dataset:
+    """Read a label file (and, with `include_valid`, CheXpert's valid.csv beside it) into a Dataset with the view
+    filter applied and no split yet."""
     csv = Path(csv)
     if data_root is not None:
         root = Path(data_root)
@@ -270,6 +273,7 @@ def load_table(dataset: str, csv: str | os.PathLike, data_root: str | os.PathLik
     synthetic = (root / PHANTOM_MARKER).is_file() or (csv.parent / PHANTOM_MARKER).is_file()
     if dataset in ("chexpert", "phantom"):
         valid = Path(valid_csv) if valid_csv else (csv.parent / "valid.csv" if csv.name.startswith("train") else None)
+        valid = valid if include_valid else None
         frame = load_chexpert(csv, valid, root)
         all_labels = CHEXPERT_14
     elif dataset == "nih":

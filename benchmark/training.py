@@ -7,6 +7,7 @@ same command continues after the last finished epoch; a finished run (status.jso
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -93,15 +94,51 @@ def predict_probs(model, images, rows, batch_size: int, tta: bool = False) -> np
     """Probabilities for cache rows, in order; with `tta`, the mean over TenCrop views."""
     from benchmark.pipeline import make_dataset, ten_crop
 
-    dummy = np.zeros((len(rows), 1), np.float32)
-    ds = make_dataset(images, rows, dummy, batch_size)
+    n = len(rows)
+    if n == 0:
+        return np.zeros((0, model.output_shape[-1]))
+    # full batches only (the last one padded, then trimmed): a replica must never get an empty batch
+    padded = np.concatenate([rows, np.repeat(rows[-1:], (-n) % batch_size)])
+    ds = make_dataset(images, padded, np.zeros((len(padded), 1), np.float32), batch_size)
     if not tta:
-        return model.predict(ds.map(lambda x, y: x), verbose=0).astype(np.float64)
+        return model.predict(ds.map(lambda x, y: x), verbose=0)[:n].astype(np.float64)
     out = []
     for x, _ in ds:
         crops = ten_crop(x)
         out.append(np.mean([model(c, training=False).numpy() for c in crops], axis=0))
-    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+    return np.concatenate(out)[:n].astype(np.float64)
+
+
+def reestimate_bn(model, images, rows, batch_size: int, batches: int, seed: int = 0) -> int:
+    """Set every trainable BatchNormalization layer's moving statistics to the mean of its batch statistics over
+    `batches` training batches ("precise BN"). Short runs from scratch otherwise predict from statistics that lag
+    behind the weights, and every image gets the same output. Returns the number of batches used."""
+    import keras
+
+    from benchmark.pipeline import make_dataset
+
+    backbone = model.get_layer("backbone")
+    if not batches or not backbone.trainable:
+        return 0
+    bns = [layer for layer in backbone._flatten_layers(include_self=False, recursive=True)
+           if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not bns:
+        return 0
+    saved = [layer.momentum for layer in bns]
+    to_float, preprocess = model.get_layer("to_float"), model.get_layer("preprocess")
+    dummy = np.zeros((len(rows), 1), np.float32)
+    used = 0
+    try:
+        for i, (x, _) in enumerate(make_dataset(images, rows, dummy, batch_size, shuffle=True, seed=seed,
+                                                drop_remainder=len(rows) >= batch_size).take(batches), 1):
+            for layer in bns:
+                layer.momentum = 1.0 - 1.0 / i  # the running mean of the batch statistics seen so far
+            backbone(preprocess(to_float(x)), training=True)
+            used = i
+    finally:
+        for layer, m in zip(bns, saved):
+            layer.momentum = m
+    return used
 
 
 def mean_auroc(truth: np.ndarray, probs: np.ndarray) -> float:
@@ -112,18 +149,22 @@ def mean_auroc(truth: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def _callbacks(cfg, run_dir: Path, val, images, state: dict, last_phase: bool):
+def _callbacks(cfg, run_dir: Path, val, train, images, state: dict, last_phase: bool):
     import keras
 
     class EpochEnd(keras.callbacks.Callback):
-        """First callback each epoch: validation AUROC (masked, per label, averaged), learning rate and timing
-        into the logs, where EarlyStopping, ReduceLROnPlateau, the checkpoints and CSVLogger read them."""
+        """First callback each epoch: BatchNorm statistics re-estimated, then validation AUROC (masked, per label,
+        averaged), learning rate and timing into the logs, where EarlyStopping, ReduceLROnPlateau, the checkpoints and CSVLogger read them."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             logs["epoch_seconds"] = time.perf_counter() - self.t0
+            if state.get("nan"):  # the weights are gone; nothing to validate
+                logs["val_auroc"] = 0.0
+                return
+            reestimate_bn(self.model, images, train.rows, cfg.batch_size, cfg.bn_reestimate_batches, cfg.seed + epoch)
             probs = predict_probs(self.model, images, val.rows, cfg.batch_size)
             score = mean_auroc(val.truth, probs)
             logs["val_auroc"] = score if not math.isnan(score) else 0.0
@@ -243,28 +284,33 @@ def train_run(cfg: Config, out: str | os.PathLike, log=print) -> dict:
 def _train(cfg: Config, run_dir: Path, data, log) -> dict:
     import keras
 
+    import benchmark.losses  # noqa: F401  (registers the losses that saved models name)
+    import models.layers  # noqa: F401  (registers the preprocessing layer)
     from models.classifier import build_classifier
     from models.flops import count_flops
 
+    strategy = setup_runtime(cfg)  # before anything lists the devices: logical CPUs are fixed once TF starts
     if not (run_dir / "environment.json").is_file():
         write_json(run_dir / "environment.json", environment())
-    strategy = setup_runtime(cfg)
-    scope = strategy.scope() if strategy else _null()
+    def scope():
+        return strategy.scope() if strategy else contextlib.nullcontext()
+
     images = data.cache.images
     train, val, test = data.splits["train"], data.splits["val"], data.splits["test"]
     n_labels = len(data.labels)
     from benchmark.pipeline import make_dataset
 
+    drop = strategy is not None and len(train.rows) >= cfg.batch_size  # no replica may get an empty batch
     train_ds = make_dataset(images, train.rows, train.targets, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            deterministic=cfg.deterministic)
-    steps = math.ceil(len(train.rows) / cfg.batch_size)
+                            deterministic=cfg.deterministic, drop_remainder=drop)
+    steps = len(train.rows) // cfg.batch_size if drop else math.ceil(len(train.rows) / cfg.batch_size)
     if cfg.steps_per_epoch:
         steps = min(steps, cfg.steps_per_epoch)
         train_ds = train_ds.repeat()
     state_file = run_dir / "checkpoint" / "state.json"
     state = read_json(state_file, {}) or {}
     epochs_done = state.get("epochs_done", 0)
-    with scope:
+    with scope():
         if epochs_done and (run_dir / "checkpoint" / "last.keras").is_file():
             log(f"resuming {run_dir} after epoch {epochs_done}")
             model = keras.models.load_model(run_dir / "checkpoint" / "last.keras")
@@ -284,11 +330,11 @@ def _train(cfg: Config, run_dir: Path, data, log) -> dict:
         last = i == len(phases) - 1
         resumed_inside = epochs_done > first and state.get("phase") == i
         if not resumed_inside:
-            with scope:
+            with scope():
                 model.get_layer("backbone").trainable = trainable
                 _compile(model, cfg, lr, steps, end - first, train.targets)
         state["phase"] = i
-        cbs = _callbacks(cfg, run_dir, val, images, state, last)
+        cbs = _callbacks(cfg, run_dir, val, train, images, state, last)
         history = model.fit(train_ds, epochs=end, initial_epoch=max(first, epochs_done), steps_per_epoch=steps,
                             callbacks=cbs, verbose=verbose, shuffle=False)
         epochs_done = state.get("epochs_done", epochs_done)
@@ -303,14 +349,6 @@ def _train(cfg: Config, run_dir: Path, data, log) -> dict:
     else:  # baseline: evaluate without training
         atomic_save_model(model, run_dir / "model.keras")
     return finish_run(cfg, run_dir, model, data, state, count_flops(model), steps, log)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def predictions_frame(split, labels, probs: np.ndarray) -> pd.DataFrame:

@@ -205,10 +205,12 @@ def build_report(path, bootstrap: int | None = None) -> Path:
     env = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                       autoescape=select_autoescape(["html"]))
     env.filters["fmt"] = _fmt
-    context = {"title": f"cxr-bench report: {path.name}", "synthetic": synthetic, "runs": runs, "rows": rows,
+    first_cfg = next((r["config"] for r in runs if r["config"]), {})
+    name = first_cfg.get("name") if first_cfg.get("name") not in (None, "run") else path.resolve().name
+    context = {"title": f"cxr-bench report: {name}", "synthetic": synthetic, "runs": runs, "rows": rows,
                "labels": labels, "figures": figures, "refs": refs, "gallery": gallery, "seed_groups": seed_groups(rows),
                "dataset": dataset, "n_boot": n_boot, "environment": next((r["environment"] for r in runs if r["environment"]), {}),
-               "config": next((r["config"] for r in runs if r["config"]), {})}
+               "config": first_cfg}
     atomic_write_text(out / "index.html", env.get_template("index.html").render(**context))
     for r in runs:
         atomic_write_text(out / f"{r['name']}.html", env.get_template("run.html").render(**_run_context(r, synthetic)))

@@ -9,6 +9,8 @@ labels. A label with one class in the split has an undefined AUROC (None, with t
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
@@ -188,7 +190,9 @@ def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_bo
     summary["undefined_labels"] = [lab for lab in labels if lab not in defined]
     if boot is not None and defined:
         idx = [labels.index(lab) for lab in defined]
-        summary["auroc_macro_ci"] = _ci(np.nanmean(boot[:, idx], axis=1))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # resamples where no label is defined
+            summary["auroc_macro_ci"] = _ci(np.nanmean(boot[:, idx], axis=1))
     else:
         summary["auroc_macro_ci"] = None
     summary["auprc_macro"] = _mean([per_label[lab]["auprc"] for lab in defined])
@@ -237,7 +241,9 @@ def paired_bootstrap(y_true, prob_a, prob_b, patients, n_boot: int = 1000, seed:
     cols = ~np.all(np.isnan(a), axis=0) & ~np.all(np.isnan(b), axis=0)
     if not cols.any():
         return {"diff": None, "ci": None, "p": None}
-    diffs = np.nanmean(a[:, cols], axis=1) - np.nanmean(b[:, cols], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        diffs = np.nanmean(a[:, cols], axis=1) - np.nanmean(b[:, cols], axis=1)
     diffs = diffs[~np.isnan(diffs)]
     observed = _mean([auroc(y_true[:, j], prob_a[:, j]) for j in np.flatnonzero(cols)])
     observed_b = _mean([auroc(y_true[:, j], prob_b[:, j]) for j in np.flatnonzero(cols)])

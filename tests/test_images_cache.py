@@ -1,0 +1,117 @@
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmark.cache import build_cache
+from benchmark.errors import UserError
+from benchmark.images import BadImage, load_image, read_gray, resize_square
+from tests.conftest import NIH_SAMPLE, TEST_DATA, needs_shared
+
+NIH = TEST_DATA / "nih"
+
+
+def test_real_nih_pngs_8bit_and_rgba_full_resolution():
+    small = read_gray(str(NIH / "00000100_000.png"))
+    assert small.shape == (256, 256) and small.dtype == np.uint8
+    full = read_gray(str(NIH / "00000100_000_full_rgba.png"))  # an RGBA original from the NIH archive
+    assert full.shape == (1024, 1024) and full.ndim == 2
+    a = load_image(str(NIH / "00000100_000.png"), 64)
+    b = load_image(str(NIH / "00000100_000_full_rgba.png"), 64)
+    assert a.shape == b.shape == (64, 64)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95  # the same radiograph at two resolutions
+
+
+def test_16bit_png_and_jpeg(tmp_path):
+    ramp = (np.arange(100 * 80, dtype=np.uint32).reshape(100, 80) * 3).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "x16.png"), ramp)
+    img16 = read_gray(str(tmp_path / "x16.png"))
+    assert img16.dtype == np.uint16
+    out = load_image(str(tmp_path / "x16.png"), 32)
+    assert out.dtype == np.uint8 and out.max() >= 250 and out.min() < 40  # scaled by its maximum, centre-cropped
+    rgb = np.dstack([np.full((50, 70), 200, np.uint8)] * 3)
+    cv2.imwrite(str(tmp_path / "c.jpg"), rgb)
+    assert abs(int(load_image(str(tmp_path / "c.jpg"), 32).mean()) - 200) <= 2
+
+
+def test_aspect_preserving_crop_and_pad():
+    img = np.zeros((100, 200), np.uint8)
+    img[:, 50:150] = 255  # a centred square
+    crop = resize_square(img, 50, "crop")
+    assert crop.shape == (50, 50) and crop.mean() > 250  # the centre crop is the square
+    pad = resize_square(img, 50, "pad")
+    assert pad.shape == (50, 50)
+    assert pad[:12].max() == 0 and pad[-12:].max() == 0  # black bars top and bottom
+    assert pad[25, 25] == 255 and pad[25, 2] == 0
+
+
+def test_bad_images_name_the_file(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(BadImage, match="broken.png is not a readable"):
+        read_gray(str(tmp_path / "broken.png"))
+    with pytest.raises(BadImage, match="missing.png does not exist"):
+        read_gray(str(tmp_path / "missing.png"))
+
+
+def test_cache_decodes_once_reuses_and_invalidates(tmp_path):
+    files = []
+    for i in range(5):
+        f = tmp_path / f"{i}.png"
+        cv2.imwrite(str(f), np.full((40, 40), i * 40, np.uint8))
+        files.append(str(f))
+    cache = build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
+    images = cache.images
+    assert images.shape == (5, 16, 16) and isinstance(images, np.memmap)
+    assert [int(images[i].mean()) for i in range(5)] == [0, 40, 80, 120, 160]
+    again = build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
+    assert again.path == cache.path and again.seconds == 0.0  # reused, nothing decoded
+    assert build_cache(files, 24, cache_dir=tmp_path / "c", log=None).path != cache.path
+    time.sleep(0.01)
+    cv2.imwrite(files[2], np.full((40, 40), 250, np.uint8))
+    os.utime(files[2], ns=(time.time_ns(), time.time_ns() + 10**9))
+    changed = build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
+    assert changed.path != cache.path and int(changed.images[2].mean()) == 250
+    assert not list((tmp_path / "c").glob("*.partial*"))
+
+
+def test_bad_image_stops_or_is_skipped(tmp_path):
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((20, 20), np.uint8))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(UserError, match="bad.png is not a readable .* --skip-bad-images"):
+        build_cache([str(good), str(bad)], 16, cache_dir=tmp_path / "c", log=None)
+    assert not list((tmp_path / "c").glob("*"))  # nothing half-built left behind
+    cache = build_cache([str(good), str(bad)], 16, cache_dir=tmp_path / "c", skip_bad=True, log=None)
+    assert [i for i, _ in cache.bad] == [1]
+
+
+@needs_shared
+def test_cache_over_the_real_nih_sample(tmp_path):
+    files = sorted(str(p) for p in (NIH_SAMPLE / "images").glob("*.png"))[:40]
+    cache = build_cache(files, 64, cache_dir=tmp_path, log=None)
+    assert cache.images.shape == (40, 64, 64) and cache.images[:].std() > 10
+
+
+def test_pipeline_batches_order_and_shuffle(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    from benchmark.pipeline import make_dataset, ten_crop
+
+    images = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((10, 8, 8), np.uint8)
+    rows = np.array([9, 3, 5, 1, 0, 2, 4, 6, 8, 7])
+    targets = rows[:, None].astype(np.float32)
+    ds = make_dataset(images, rows, targets, 4)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    assert x.dtype == np.uint8 and x.shape == (10, 8, 8, 1)
+    assert x[:, 0, 0, 0].tolist() == rows.tolist() and y[:, 0].tolist() == rows.tolist()  # order kept
+    shuffled = make_dataset(images, rows, targets, 4, shuffle=True, seed=1)
+    epoch1 = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in shuffled])
+    epoch2 = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in shuffled])
+    pairs = np.concatenate([np.stack([x.numpy()[:, 0, 0, 0], y.numpy()[:, 0]], 1) for x, y in shuffled])
+    assert sorted(epoch1.tolist()) == list(range(10)) and epoch1.tolist() != epoch2.tolist()
+    assert (pairs[:, 0] == pairs[:, 1]).all()  # images stay with their labels
+    crops = ten_crop(tf.constant(images[:2, :, :, None]))
+    assert crops.shape == (10, 2, 8, 8, 1)
