@@ -20,6 +20,9 @@ def _config_args(p: argparse.ArgumentParser, dataset_required: bool = False) -> 
     p.add_argument("--dataset", choices=DATASET_CHOICES, required=dataset_required)
     p.add_argument("--data-root", help="the folder of the download (or of the phantom)")
     p.add_argument("--csv", help="the label file (default: the data set's own file under --data-root)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip (and count) missing or corrupt images instead of stopping")
+    p.add_argument("--deterministic", action="store_true", help="TensorFlow's op determinism (slower)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key with a YAML value, e.g. --set epochs=2 --set weights=null")
 
@@ -27,8 +30,10 @@ def _config_args(p: argparse.ArgumentParser, dataset_required: bool = False) -> 
 def _load_cfg(args, **extra):
     from benchmark.config import load_config, parse_set
 
+    flags = {"skip_bad_images": True if args.skip_bad_images else None,
+             "deterministic": True if args.deterministic else None}
     return load_config(args.config, parse_set(args.set), dataset=args.dataset, data_root=args.data_root,
-                       train_csv=args.csv, **extra)
+                       train_csv=args.csv, **flags, **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:

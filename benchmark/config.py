@@ -64,7 +64,7 @@ class Config:
     head_hidden: int = 0  # units of an optional hidden layer in the head
     per_label_heads: bool = False
     bn_momentum: float | None = None  # None: 0.9 when training from scratch (weights=null), else the backbone's
-    bn_reestimate_batches: int = 20  # before each validation, BatchNorm statistics from this many training batches
+    bn_reestimate_batches: int = 10  # before each validation, BatchNorm statistics from this many training batches
 
     # --- training ---
     epochs: int = 10

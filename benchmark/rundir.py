@@ -66,6 +66,15 @@ def atomic_save_model(model, path) -> None:
     os.replace(tmp, path)
 
 
+def atomic_save_weights(model, path) -> None:
+    """model.save_weights to a temporary .weights.h5 file, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
 def read_status(run_dir) -> dict:
     return read_json(Path(run_dir) / STATUS, {}) or {}
 

@@ -1,7 +1,8 @@
 """Training one backbone into a run directory, resumable after any interruption (kill -9 included).
 
 Each finished epoch saves the whole model with its optimiser (``checkpoint/last.keras``) and the state of the
-callbacks (``checkpoint/state.json``); the best epoch on validation mean AUROC is ``model.keras``. Re-running the
+callbacks (``checkpoint/state.json``); the weights of the best epoch on validation mean AUROC are kept in
+``checkpoint/best.weights.h5`` and become ``model.keras`` when training ends. Re-running the
 same command continues after the last finished epoch; a finished run (status.json says done) is not retrained.
 """
 
@@ -19,8 +20,10 @@ import pandas as pd
 
 from benchmark.config import Config, config_from_dict, dump_yaml
 from benchmark.errors import UserError
-from benchmark.rundir import (atomic_save_model, atomic_write_text, environment, read_json, read_status,
-                              write_csv, write_json, write_status)
+from benchmark.rundir import (atomic_save_model, atomic_save_weights, atomic_write_text, environment, read_json,
+                              read_status, write_csv, write_json, write_status)
+
+BEST_WEIGHTS = "best.weights.h5"
 
 
 class TrainingFailed(UserError):
@@ -197,8 +200,8 @@ def _callbacks(cfg, run_dir: Path, val, train, images, state: dict, last_phase: 
             if state.get("nan"):
                 return
             score = logs.get("val_auroc", 0.0)
-            if score > state.get("best", -1.0):
-                atomic_save_model(self.model, run_dir / "model.keras")
+            if score > state.get("best", -1.0):  # weights only: model.keras is written once, at the end
+                atomic_save_weights(self.model, run_dir / "checkpoint" / BEST_WEIGHTS)
                 state["best"] = score
                 state["best_epoch"] = epoch + 1
             state["epochs_done"] = epoch + 1
@@ -273,7 +276,7 @@ def train_run(cfg: Config, out: str | os.PathLike, log=print) -> dict:
     write_status(run_dir, "running", pid=os.getpid())
     try:
         return _train(cfg, run_dir, data, log)
-    except TrainingFailed as exc:
+    except UserError as exc:  # TrainingFailed included: the message is the whole story
         write_status(run_dir, "failed", error=str(exc))
         raise
     except Exception as exc:  # recorded for the sweep, then re-raised with its traceback
@@ -344,10 +347,9 @@ def _train(cfg: Config, run_dir: Path, data, log) -> dict:
         if last and len(history.epoch) and epochs_done < end:
             state["stopped_early"] = True
             write_json(state_file, state)
-    if (run_dir / "model.keras").is_file():
-        model = keras.models.load_model(run_dir / "model.keras")
-    else:  # baseline: evaluate without training
-        atomic_save_model(model, run_dir / "model.keras")
+    if (run_dir / "checkpoint" / BEST_WEIGHTS).is_file():  # else baseline: evaluated without training
+        model.load_weights(run_dir / "checkpoint" / BEST_WEIGHTS)
+    atomic_save_model(model, run_dir / "model.keras")
     return finish_run(cfg, run_dir, model, data, state, count_flops(model), steps, log)
 
 

@@ -149,6 +149,12 @@ def _file_b64(path: Path) -> str | None:
     return _b64(path.read_bytes()) if path.is_file() else None
 
 
+def _pvalue(p) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "–"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
 def _fmt(v, digits=3):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -205,6 +211,7 @@ def build_report(path, bootstrap: int | None = None) -> Path:
     env = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                       autoescape=select_autoescape(["html"]))
     env.filters["fmt"] = _fmt
+    env.filters["pvalue"] = _pvalue
     first_cfg = next((r["config"] for r in runs if r["config"]), {})
     name = first_cfg.get("name") if first_cfg.get("name") not in (None, "run") else path.resolve().name
     context = {"title": f"cxr-bench report: {name}", "synthetic": synthetic, "runs": runs, "rows": rows,

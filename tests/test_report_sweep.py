@@ -21,10 +21,11 @@ LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effu
 
 @pytest.fixture(scope="module")
 def sweep(phantom, tmp_path_factory):
-    """Two backbones and one deliberately broken run (an image size too small for the network)."""
+    """Two backbones, and a broken run for each (an image size too small for the network); two at a time, as
+    on two GPUs (without GPUs the slots only set CUDA_VISIBLE_DEVICES)."""
     out = tmp_path_factory.mktemp("sweep")
     result = run_cli("sweep", "--config", ROOT / "configs" / "ci.yaml", "--out", out, "--data-root", phantom,
-                     "--set", "image_sizes=[32, 16]", "--set", "name=<b>escaped</b>")
+                     "--set", "image_sizes=[32, 16]", "--set", "name=<b>escaped</b>", "--gpus", "0,1")
     return out, result
 
 
@@ -38,6 +39,7 @@ def test_sweep_finishes_the_others_and_reports_the_failure(sweep):
     errors = summary.set_index("run")["error"]
     assert "too small for mobilenet" in errors["mobilenet-16px"]
     assert "[4/4]" in result.stdout and "FAILED" in result.stdout and "report:" in result.stdout
+    assert "on GPU 1" in result.stdout  # the second slot was used
 
 
 def test_summary_columns_equal_sklearn_on_the_prediction_files(sweep):
