@@ -95,7 +95,7 @@ def build_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
     tmp.mkdir(parents=True)
     start = time.perf_counter()
     mm = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(max(1, len(files)), size, size))
-    workers = workers or os.cpu_count() or 1
+    workers = workers or 2 * (os.cpu_count() or 1)  # two per core hide file reads behind decoding
     chunk = max(16, min(256, len(files) // (workers * 4) or 16))
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # parallel over files, not inside one resize

@@ -2,7 +2,8 @@
 
 Batches leave the pipeline as uint8 grayscale (B, S, S, 1) with float32 targets (NaN = ignored): one byte per
 pixel crosses to the accelerator, where the model casts, augments, makes three channels and applies the backbone's
-own preprocessing (see models/layers.py). Reads are batched gathers from a memory map in sorted order.
+own preprocessing (see models/layers.py). Reads are batched gathers: from one in-memory tensor for caches up to
+IN_MEMORY_BYTES, else from the memory map in sorted order.
 """
 
 from __future__ import annotations
@@ -11,6 +12,18 @@ import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Caches up to this size are held in memory as one tensor and gathered by TensorFlow (about twice as fast);
+# larger ones (CheXpert at 320 px is ~20 GB) stay memory-mapped and are gathered batch by batch.
+IN_MEMORY_BYTES = 2 << 30
+_TENSORS: dict = {}
+
+
+def _as_tensor(images: np.ndarray):
+    key = (getattr(images, "filename", None) or id(images), images.shape)
+    if key not in _TENSORS:
+        _TENSORS.clear()  # one cache at a time
+        _TENSORS[key] = tf.constant(np.asarray(images))
+    return _TENSORS[key]
 
 
 def make_dataset(images: np.ndarray, rows: np.ndarray, targets: np.ndarray, batch_size: int, shuffle: bool = False,
@@ -36,8 +49,14 @@ def make_dataset(images: np.ndarray, rows: np.ndarray, targets: np.ndarray, batc
     if shuffle:
         idx = idx.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     idx = idx.batch(batch_size, drop_remainder=drop_remainder)
-    ds = idx.map(lambda b: tf.numpy_function(gather, [b], (tf.uint8, tf.float32), stateful=False),
-                 num_parallel_calls=AUTOTUNE, deterministic=True if deterministic or not shuffle else None)
+    order = True if deterministic or not shuffle else None
+    if images.nbytes <= IN_MEMORY_BYTES:
+        all_images, all_rows, all_targets = _as_tensor(images), tf.constant(rows), tf.constant(targets)
+        ds = idx.map(lambda b: (tf.gather(all_images, tf.gather(all_rows, b))[..., None], tf.gather(all_targets, b)),
+                     num_parallel_calls=AUTOTUNE, deterministic=order)
+    else:
+        ds = idx.map(lambda b: tf.numpy_function(gather, [b], (tf.uint8, tf.float32), stateful=False),
+                     num_parallel_calls=AUTOTUNE, deterministic=order)
     ds = ds.map(lambda x, y: (tf.ensure_shape(x, [None, size, size, 1]), tf.ensure_shape(y, [None, n_labels])))
     options = tf.data.Options()
     options.deterministic = bool(deterministic or not shuffle)
