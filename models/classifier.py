@@ -4,7 +4,10 @@ and fine-tuning modes can reach them."""
 
 from __future__ import annotations
 
+import re
+
 import keras
+import numpy as np
 from keras import layers
 
 from models.layers import GrayToBackbone
@@ -58,6 +61,17 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
     return count
 
 
+def zero_init_residuals(backbone: keras.Model, pattern: str) -> int:
+    """Zero the scale (gamma) of each residual block's last BatchNorm, so every block starts as the identity:
+    deep ResNets then train from scratch (Goyal et al. 2017). Returns how many layers were changed."""
+    count = 0
+    for layer in backbone._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.BatchNormalization) and re.search(pattern, layer.name):
+            layer.gamma.assign(np.zeros(layer.gamma.shape, dtype="float32"))
+            count += 1
+    return count
+
+
 def build_classifier(cfg, n_labels: int) -> keras.Model:
     """The whole network for a Config: backbone `cfg.backbone` at `cfg.image_size` with `cfg.weights`."""
     spec = get_spec(cfg.backbone)
@@ -67,6 +81,8 @@ def build_classifier(cfg, n_labels: int) -> keras.Model:
     momentum = cfg.bn_momentum if cfg.bn_momentum is not None else (0.9 if cfg.weights in (None, "none") else None)
     if momentum is not None:
         set_bn_momentum(backbone, momentum)
+    if cfg.weights in (None, "none") and spec.residual_bn:
+        zero_init_residuals(backbone, spec.residual_bn)
     head = build_head(backbone.output.shape[1:], n_labels, cfg.dropout, cfg.head_hidden, cfg.per_label_heads)
     inp = keras.Input(shape=(size, size, 1), dtype="uint8", name="image")
     x = layers.Rescaling(1.0, dtype="float32", name="to_float")(inp)

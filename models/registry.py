@@ -24,13 +24,14 @@ class BackboneSpec:
     min_size: int = 32
     imagenet_file: str | None = None  # the no-top weights file Keras downloads; None: no ImageNet weights
     notes: str = ""
+    residual_bn: str | None = None  # names of each residual block's last BatchNorm, zero-initialised from scratch
 
 
 REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register(name, build, preprocess, default_size, min_size=32, imagenet_file=None, notes=""):
-    REGISTRY[name] = BackboneSpec(name, build, preprocess, default_size, min_size, imagenet_file, notes)
+def register(name, build, preprocess, default_size, min_size=32, imagenet_file=None, notes="", residual_bn=None):
+    REGISTRY[name] = BackboneSpec(name, build, preprocess, default_size, min_size, imagenet_file, notes, residual_bn)
 
 
 def keras_app(attr: str, **kwargs) -> Callable:
@@ -48,11 +49,11 @@ def _resnet34(input_shape, weights):
     return ResNet34(input_shape=input_shape, weights=weights)
 
 
-register("resnet34", _resnet34, "torch", 224, imagenet_file=None,
+register("resnet34", _resnet34, "torch", 224, imagenet_file=None, residual_bn=r"_block\d+_2_bn$",
          notes="basic blocks (3,4,6,3), written here: Keras has no ResNet34")
-register("resnet50", keras_app("ResNet50"), "caffe", 224,
+register("resnet50", keras_app("ResNet50"), "caffe", 224, residual_bn=r"_block\d+_3_bn$",
          imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-register("resnet101", keras_app("ResNet101"), "caffe", 224,
+register("resnet101", keras_app("ResNet101"), "caffe", 224, residual_bn=r"_block\d+_3_bn$",
          imagenet_file="resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5")
 register("densenet121", keras_app("DenseNet121"), "torch", 224,
          imagenet_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", notes="the CheXNet backbone")

@@ -88,6 +88,14 @@ def test_heads_and_bn_momentum():
     assert set_bn_momentum(model, 0.95) == len(bns)
 
 
+def test_residual_blocks_start_as_identity_from_scratch():
+    for name, blocks in (("resnet34", 16), ("resnet50", 16), ("resnet101", 33)):
+        model = build_classifier(Config(backbone=name, weights=None, image_size=32), 2)
+        zeroed = [layer for layer in model.get_layer("backbone").layers
+                  if isinstance(layer, keras.layers.BatchNormalization) and not np.any(layer.get_weights()[0])]
+        assert len(zeroed) == blocks, name
+
+
 def test_preprocessing_modes():
     from models.layers import GrayToBackbone
 
