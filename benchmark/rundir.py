@@ -57,22 +57,23 @@ def write_csv(path, frame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
 
 
-def atomic_save_model(model, path) -> None:
-    """model.save to a temporary .keras file, then rename over `path`."""
+def _atomic_keras(path, save, tmp_name: str) -> None:
+    """Write with Keras's `save` to a temporary file beside `path` (its name keeps Keras's suffix), then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-    model.save(tmp)
+    tmp = path.with_name(tmp_name)
+    save(tmp)
     os.replace(tmp, path)
+
+
+def atomic_save_model(model, path) -> None:
+    """model.save to a temporary .keras file, then rename over `path`."""
+    _atomic_keras(path, model.save, f".{Path(path).stem}.tmp{os.getpid()}.keras")
 
 
 def atomic_save_weights(model, path) -> None:
     """model.save_weights to a temporary .weights.h5 file, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    _atomic_keras(path, model.save_weights, f".tmp{os.getpid()}.{Path(path).name}")
 
 
 def read_status(run_dir) -> dict:
