@@ -136,7 +136,9 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss("bce"))
         real = make_dataset(cache.images, cache.rows(files), targets, batch_size, shuffle=True, drop_remainder=True).repeat()
         x = np.asarray(cache.images[:batch_size])[..., None]
-        memory = tf.data.Dataset.from_tensors((tf.constant(x), tf.constant(targets[:batch_size]))).repeat()
+        # the same dynamic batch dimension as the pipeline's: oneDNN picks other kernels for a static one,
+        # which changes the network's speed (either way, by network), not the feeding
+        memory = tf.data.Dataset.from_tensor_slices((x, targets[:batch_size])).cache().repeat().batch(batch_size)
         rates = {}
         for name, feed in (("in_memory", memory), ("pipeline", real), ("in_memory_again", memory)):
             model.fit(feed, steps_per_epoch=max(2, steps // 4), epochs=1, verbose=0)  # warm-up and tracing
