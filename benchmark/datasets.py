@@ -37,10 +37,6 @@ class Dataset:
     root: Path | None
     synthetic: bool = False
 
-    def raw(self, labels, split: str | None = None) -> np.ndarray:
-        rows = self.frame if split is None else self.frame[self.frame["split"] == split]
-        return rows[list(labels)].to_numpy(dtype=np.float32)
-
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name]
 
