@@ -44,8 +44,10 @@ def ensure_phantom(cfg, log=print) -> None:
     make_phantom(target, n=cfg.phantom_images, size=cfg.phantom_size, seed=0)
 
 
-def prepare(cfg, log=print) -> Prepared:
-    """Load and split the data set, apply the policy, and open (or build) the image cache."""
+def prepare(cfg, log=print, wait: bool = True) -> Prepared:
+    """Load and split the data set, apply the policy, and open (or build) the image cache.
+
+    With `wait=False` a new cache's files are finished in the background (see build_cache)."""
     if cfg.dataset == "phantom":
         if not cfg.data_root:
             raise UserError("dataset phantom needs data_root (where the phantom is, or is to be made)")
@@ -53,7 +55,7 @@ def prepare(cfg, log=print) -> Prepared:
     ds, labels = load_dataset(cfg)
     frame = ds.frame
     cache = build_cache(frame["file"].tolist(), cfg.image_size, cfg.resize, cfg.equalize, cfg.cache_dir,
-                        cfg.skip_bad_images, log=log)
+                        cfg.skip_bad_images, log=log, wait=wait)
     if cache.bad:
         bad_files = {cache.files[i] for i, _ in cache.bad}
         print(f"skipping {len(bad_files)} bad image(s) (--skip-bad-images)", file=sys.stderr)

@@ -272,7 +272,7 @@ def train_run(cfg: Config, out: str | os.PathLike, log=print) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    data = prepare(cfg, log=log)
+    data = prepare(cfg, log=log, wait=False)  # training starts while a new cache is made durable
     write_status(run_dir, "running", pid=os.getpid())
     try:
         return _train(cfg, run_dir, data, log)

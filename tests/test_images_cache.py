@@ -115,3 +115,73 @@ def test_pipeline_batches_order_and_shuffle(tmp_path):
     assert (pairs[:, 0] == pairs[:, 1]).all()  # images stay with their labels
     crops = ten_crop(tf.constant(images[:2, :, :, None]))
     assert crops.shape == (10, 2, 8, 8, 1)
+
+
+def _pngs(folder, n):
+    """n small non-square PNGs, each with its own grey level and a bright band."""
+    files = []
+    for i in range(n):
+        img = np.full((40, 30), (i * 37) % 200, np.uint8)
+        img[:, :6] = 255
+        path = folder / f"{i}.png"
+        cv2.imwrite(str(path), img)
+        files.append(str(path))
+    return files
+
+
+def test_process_decoding_matches_threads_and_names_bad_files(tmp_path, monkeypatch):
+    import benchmark.cache as cache_module
+
+    files = _pngs(tmp_path, 24)
+    by_threads = build_cache(files, 16, cache_dir=tmp_path / "threads", log=None)
+    monkeypatch.setattr(cache_module, "PROCESS_MIN_IMAGES", 1)  # the path large data sets take
+    by_processes = build_cache(files, 16, cache_dir=tmp_path / "processes", log=None)
+    on_disk = np.fromfile(by_processes.path / "images.u8", np.uint8).reshape(24, 16, 16)
+    assert np.array_equal(np.asarray(by_threads.images), on_disk)
+    assert [int(on_disk[i, 8, 12]) for i in range(3)] == [0, 37, 74]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(UserError, match="bad.png is not a readable"):
+        build_cache(files + [str(bad)], 16, cache_dir=tmp_path / "bad", log=None)
+    assert not list((tmp_path / "bad").glob("*"))
+
+
+def test_cache_usable_before_its_files_are_finished_and_abandoned_builds_removed(tmp_path):
+    from benchmark.cache import cache_key
+
+    files = _pngs(tmp_path, 6)
+    abandoned = tmp_path / "c" / f"{cache_key(files, 16, 'crop', 'none')}.partial-999999999"  # no such process
+    abandoned.mkdir(parents=True)
+    cache = build_cache(files, 16, cache_dir=tmp_path / "c", log=None, wait=False)
+    decoded = np.array(cache.images)  # readable at once
+    cache.wait()
+    assert (cache.path / "meta.json").is_file() and not list((tmp_path / "c").glob("*.partial*"))
+    again = build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
+    assert again.seconds == 0.0 and np.array_equal(np.asarray(again.images), decoded)
+
+
+def test_pipeline_shares_a_memory_map_and_reads_large_caches_batchwise(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow")
+    import benchmark.pipeline as pipeline
+
+    path = tmp_path / "images.u8"
+    (np.arange(12, dtype=np.uint8)[:, None, None] * 10 * np.ones((12, 8, 8), np.uint8)).tofile(path)
+    writable = np.memmap(path, dtype=np.uint8, mode="r+", shape=(12, 8, 8))
+    shared = pipeline._share(writable)
+    writable[3] = 99  # a shared tensor sees the change: nothing was copied
+    assert int(shared[3, 0, 0]) == 99
+    images = np.memmap(path, dtype=np.uint8, mode="r", shape=(12, 8, 8))
+    rows = np.array([11, 0, 5, 7, 2])
+    targets = rows[:, None].astype(np.float32)
+
+    def pairs(**kw):
+        out = [(x.numpy()[:, 0, 0, 0], y.numpy()[:, 0]) for x, y in pipeline.make_dataset(images, rows, targets, 2, **kw)]
+        return np.concatenate([x for x, _ in out]).tolist(), np.concatenate([y for _, y in out]).tolist()
+
+    expected = ([110, 0, 50, 70, 20], [11, 0, 5, 7, 2])
+    pipeline.release_tensors()
+    assert pairs() == expected
+    monkeypatch.setattr(pipeline, "IN_MEMORY_BYTES", 0)  # as for a cache too large to hold as one tensor
+    assert pairs() == expected
+    x, y = pairs(shuffle=True, seed=2)
+    assert sorted(zip(y, x)) == sorted(zip(*expected[::-1]))
