@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--image-size", type=int, default=224)
     pp.add_argument("--batch-size", type=int, default=32)
     pp.add_argument("--max-images", type=int, help="use at most this many images")
+    pp.add_argument("--repeats", type=int, default=3, help="first passes to time (the median is reported)")
     pp.add_argument("--json", action="store_true")
     pt = psub.add_parser("train", help="training images/s fed by the real pipeline and by in-memory tensors")
     pt.add_argument("--backbone", required=True)
@@ -189,7 +190,7 @@ def cmd_perf(args) -> int:
 
     if args.perf_command == "pipeline":
         result = perf.perf_pipeline(args.dataset, args.data_root, args.csv, args.image_size, args.batch_size,
-                                    args.max_images)
+                                    args.max_images, args.repeats)
     else:
         result = perf.perf_train(args.backbone, args.image_size, args.batch_size, args.steps, args.data_root)
     print(json.dumps(result) if args.json else perf.format_result(result))

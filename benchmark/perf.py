@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -50,8 +52,10 @@ def image_data_generator_rate(frame, labels, size: int, batch_size: int) -> floa
 
     gen = tf.keras.preprocessing.image.ImageDataGenerator(rescale=1.0 / 255)
     df = frame.assign(**{lab: frame[lab].fillna(0).astype("float32") for lab in labels})
-    flow = gen.flow_from_dataframe(df, x_col="file", y_col=list(labels), class_mode="raw", target_size=(size, size),
-                                   color_mode="rgb", batch_size=batch_size, shuffle=False, validate_filenames=False)
+    with contextlib.redirect_stdout(sys.stderr):  # it prints "Found N ... filenames" on stdout, under --json too
+        flow = gen.flow_from_dataframe(df, x_col="file", y_col=list(labels), class_mode="raw",
+                                       target_size=(size, size), color_mode="rgb", batch_size=batch_size,
+                                       shuffle=False, validate_filenames=False)
     t0 = time.perf_counter()
     n = 0
     for i in range(len(flow)):
@@ -61,16 +65,20 @@ def image_data_generator_rate(frame, labels, size: int, batch_size: int) -> floa
 
 
 def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int, batch_size: int,
-                  max_images: int | None) -> dict:
-    """First pass (decode into the cache + one epoch), cached epochs, ImageDataGenerator and the decode limit,
-    on the same files. The files are read once before timing so every method sees a warm page cache."""
+                  max_images: int | None, repeats: int = 3) -> dict:
+    """First pass (decode into a new cache + one shuffled epoch), the cache build alone, cached epochs,
+    ImageDataGenerator and the decode limit, on the same files. The files are read once before timing so every
+    method sees a warm page cache; first pass and decode limit are measured `repeats` times, alternately, and
+    their medians reported (a shared machine's speed drifts)."""
     from benchmark.cache import build_cache
     from benchmark.datasets import default_csv, load_table
-    from benchmark.pipeline import make_dataset
+    from benchmark.pipeline import make_dataset, release_tensors
 
     root = Path(data_root)
     if not root.is_dir():
         raise UserError(f"data root {root} does not exist")
+    if repeats < 1:
+        raise UserError(f"--repeats must be at least 1, not {repeats}")
     ds = load_table(dataset, csv or default_csv(dataset, root), root)
     frame = ds.frame.iloc[:max_images] if max_images else ds.frame
     files = frame["file"].tolist()
@@ -78,33 +86,42 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
     if missing:
         raise UserError(f"image {missing[0]} does not exist; perf pipeline needs the images under --data-root")
     labels = [lab for lab in ds.labels if lab in frame.columns]
+    targets = frame[labels].fillna(0).to_numpy(np.float32)
     for f in files:  # warm the page cache
         with open(f, "rb") as fh:
             fh.read()
-    limit = decode_limit(files, image_size)
+    # TensorFlow's runtime starts once per process, not once per pass: start it before timing
+    _iterate(make_dataset(np.zeros((2, 8, 8), np.uint8), np.arange(2), np.zeros((2, 1), np.float32), 2, shuffle=True))
     tmp = Path(tempfile.mkdtemp(prefix="cxr-perf-"))
+    runs = {"first_pass": [], "cache_build": [], "decode_limit": []}
     try:
-        targets = frame[labels].fillna(0).to_numpy(np.float32)
-        # TensorFlow's runtime starts once per process, not once per pass: start it before timing
-        _iterate(make_dataset(np.zeros((2, 8, 8), np.uint8), np.arange(2), np.zeros((2, 1), np.float32), 2))
-        t0 = time.perf_counter()
-        cache = build_cache(files, image_size, cache_dir=tmp, log=None)
-        rows = cache.rows(files)
-        ds = make_dataset(cache.images, rows, targets, batch_size, shuffle=True)
-        n = _iterate(ds)
-        first = n / (time.perf_counter() - t0)
+        for r in range(repeats):
+            runs["decode_limit"].append(decode_limit(files, image_size))
+            t0 = time.perf_counter()
+            cache = build_cache(files, image_size, cache_dir=tmp / str(r), log=None, wait=False)
+            t1 = time.perf_counter()
+            ds = make_dataset(cache.images, cache.rows(files), targets, batch_size, shuffle=True)
+            n = _iterate(ds)
+            t2 = time.perf_counter()
+            cache.wait()  # its files are made durable in the background, as in training
+            runs["cache_build"].append(len(files) / (t1 - t0))
+            runs["first_pass"].append(n / (t2 - t0))
         epochs = 5
         t0 = time.perf_counter()
         n = sum(_iterate(ds) for _ in range(epochs))  # one dataset, reshuffled each epoch, as in training
         cached = n / (time.perf_counter() - t0)
+        del ds
+        release_tensors()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     idg = image_data_generator_rate(frame, labels, image_size, batch_size)
+    first, limit = (float(np.median(runs[k])) for k in ("first_pass", "decode_limit"))
+    ratio = float(np.median(np.divide(runs["first_pass"], runs["decode_limit"])))  # each pass against its neighbour
     return {"benchmark": "pipeline", "dataset": dataset, "images": len(files), "image_size": image_size,
-            "batch_size": batch_size, "cpu_count": os.cpu_count(), "first_pass": first, "cached": cached,
-            "image_data_generator": idg, "decode_limit": limit,
-            "first_pass_vs_decode_limit": first / limit, "first_pass_vs_image_data_generator": first / idg,
-            "cached_vs_first_pass": cached / first}
+            "batch_size": batch_size, "cpu_count": os.cpu_count(), "repeats": repeats, "first_pass": first,
+            "cache_build": float(np.median(runs["cache_build"])), "cached": cached, "image_data_generator": idg,
+            "decode_limit": limit, "first_pass_vs_decode_limit": ratio, "first_pass_vs_image_data_generator": first / idg,
+            "cached_vs_first_pass": cached / first, "runs": runs}
 
 
 def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data_root: str | None) -> dict:
@@ -155,9 +172,11 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
 
 def format_result(r: dict) -> str:
     if r["benchmark"] == "pipeline":
-        return (f"{r['images']} images at {r['image_size']} px, {r['cpu_count']} cores (images/s):\n"
+        return (f"{r['images']} images at {r['image_size']} px, {r['cpu_count']} cores, median of {r['repeats']} "
+                f"(images/s):\n"
                 f"  first pass (decode once + 1 epoch) {r['first_pass']:9.1f}  ({100 * r['first_pass_vs_decode_limit']:.0f}% of the decode limit, "
                 f"{r['first_pass_vs_image_data_generator']:.1f}x ImageDataGenerator)\n"
+                f"  cache build alone (decode+store) {r['cache_build']:9.1f}\n"
                 f"  cached epochs                      {r['cached']:9.1f}  ({r['cached_vs_first_pass']:.1f}x the first pass)\n"
                 f"  ImageDataGenerator                 {r['image_data_generator']:9.1f}\n"
                 f"  decode limit (OpenCV, all cores)   {r['decode_limit']:9.1f}")
