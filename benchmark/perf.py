@@ -33,7 +33,9 @@ def decode_limit(files, size: int, workers: int | None = None) -> float:
     """Images/s of the same decode and resize in plain OpenCV, one process per core."""
     workers = workers or os.cpu_count() or 1
     chunks = [files[i::workers * 4] for i in range(workers * 4)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    # not fork: a child forked from this process (TensorFlow loaded) runs slower, on copy-on-write faults
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         list(pool.map(_decode_chunk, [(c[:2], size) for c in chunks]))  # start the workers before timing
         t0 = time.perf_counter()
         n = sum(pool.map(_decode_chunk, [(c, size) for c in chunks]))

@@ -185,3 +185,26 @@ def test_pipeline_shares_a_memory_map_and_reads_large_caches_batchwise(tmp_path,
     assert pairs() == expected
     x, y = pairs(shuffle=True, seed=2)
     assert sorted(zip(y, x)) == sorted(zip(*expected[::-1]))
+
+
+def test_full_disk_is_an_error_and_no_fallocate_is_not(tmp_path, monkeypatch):
+    import errno
+
+    import benchmark.cache as cache_module
+
+    files = _pngs(tmp_path, 3)
+
+    def unsupported(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(cache_module.os, "posix_fallocate", unsupported)
+    cache = build_cache(files, 16, cache_dir=tmp_path / "no-fallocate", log=None)
+    assert int(np.asarray(cache.images)[1, 8, 12]) == 37
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "posix_fallocate", full)
+    with pytest.raises(UserError, match=r"cannot make the image cache .*No space left.*CXR_BENCH_CACHE"):
+        build_cache(files, 16, cache_dir=tmp_path / "full", log=None)
+    assert not list((tmp_path / "full").glob("*"))
