@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -51,7 +51,7 @@ class ImageCache:
     seconds: float = 0.0
     array: np.memmap | None = None  # the map this process decoded into, when it built the cache
     writer: threading.Thread | None = None  # still finishing the cache's files (build_cache(..., wait=False))
-    error: list = field(default_factory=list)
+    error: str | None = None  # why the cache's files could not be written
 
     @property
     def images(self) -> np.ndarray:
@@ -70,7 +70,7 @@ class ImageCache:
         if self.writer is not None:
             self.writer.join()
         if self.error:
-            raise UserError(self.error[0])
+            raise UserError(self.error)
 
 
 def cache_key(files, size: int, resize: str, equalize: str) -> str:
@@ -211,7 +211,6 @@ def build_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
                 log(f"  decoding images: {min(done * chunk, len(files))}/{len(files)}")
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # before the files go
-        del out
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
@@ -229,10 +228,10 @@ def build_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
             _finish(tmp, final, out, files, meta)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            cache.error.append(f"could not write the image cache {final}: {exc}; free space there or set "
-                               "cache_dir (or CXR_BENCH_CACHE) to another folder")
+            cache.error = (f"could not write the image cache {final}: {exc}; free space there or set "
+                           "cache_dir (or CXR_BENCH_CACHE) to another folder")
             if not wait:
-                print(f"warning: {cache.error[0]} (this run goes on from memory)", file=sys.stderr)
+                print(f"warning: {cache.error} (this run goes on from memory)", file=sys.stderr)
 
     if wait:
         finish()

@@ -2,8 +2,8 @@
 
 Batches leave the pipeline as uint8 grayscale (B, S, S, 1) with float32 targets (NaN = ignored): one byte per
 pixel crosses to the accelerator, where the model casts, augments, makes three channels and applies the backbone's
-own preprocessing (see models/layers.py). Reads are batched gathers: from one in-memory tensor for caches up to
-IN_MEMORY_BYTES, else from the memory map in sorted order.
+own preprocessing (see models/layers.py). Reads are batched gathers: from one tensor over the cache's memory map
+(shared, not copied) for caches up to IN_MEMORY_BYTES, else from the memory map in sorted order.
 """
 
 from __future__ import annotations

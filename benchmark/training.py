@@ -209,8 +209,9 @@ def _callbacks(cfg, run_dir: Path, val, train, images, state: dict, last_phase: 
                 state["stopped_early"] = True
             state["train_seconds"] = state.get("train_seconds", 0.0) + logs.get("epoch_seconds", 0.0)
             state.setdefault("epoch_seconds", []).append(logs.get("epoch_seconds", 0.0))
-            state["callbacks"] = {type(cb).__name__: {k: _plain(getattr(cb, k)) for k in ("wait", "best", "cooldown_counter", "stopped_epoch", "best_epoch") if hasattr(cb, k)}
-                                  for cb in self.stoppers}
+            keys = ("wait", "best", "cooldown_counter", "stopped_epoch", "best_epoch")
+            state["callbacks"] = {type(cb).__name__: {k: getattr(cb, k) for k in keys if hasattr(cb, k)}
+                                  for cb in self.stoppers}  # numpy scalars: write_json makes them plain
             atomic_save_model(self.model, run_dir / "checkpoint" / "last.keras")
             write_json(run_dir / "checkpoint" / "state.json", state)
 
@@ -226,12 +227,6 @@ def _callbacks(cfg, run_dir: Path, val, train, images, state: dict, last_phase: 
         cbs.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard")))
     cbs.append(BestAndResume(stoppers))
     return cbs
-
-
-def _plain(v):
-    if hasattr(v, "item"):
-        return v.item()
-    return v
 
 
 def _check_same_config(run_dir: Path, cfg: Config) -> None:

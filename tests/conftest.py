@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,21 @@ def run_cli(*args, cwd=ROOT, timeout=600, env=None) -> subprocess.CompletedProce
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run([sys.executable, "-m", "benchmark", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+def kill_9_when(args, state_file: Path, epochs_done: int, timeout: float) -> None:
+    """Start `python -m benchmark ARGS`, wait until `state_file` (a checkpoint's state.json) records
+    `epochs_done` epochs, or the command ends, or `timeout` s pass, then kill it with SIGKILL."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if state_file.is_file() and json.loads(state_file.read_text()).get("epochs_done", 0) >= epochs_done:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def tiny_config(data_root, **changes):

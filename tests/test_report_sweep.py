@@ -3,9 +3,7 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from tests.conftest import NIH_SAMPLE, ROOT, TEST_DATA, run_cli
+from tests.conftest import NIH_SAMPLE, ROOT, TEST_DATA, kill_9_when, run_cli
 
 pytestmark = pytest.mark.slow
 LABELS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
@@ -144,18 +142,8 @@ def test_sweep_killed_and_resumed_does_not_redo_finished_runs(phantom, tmp_path)
     args = ["sweep", "--config", ROOT / "configs" / "ci.yaml", "--out", tmp_path, "--data-root", phantom,
             "--set", "epochs=3", "--set", "steps_per_epoch=3", "--set", "gradcam_images=0",
             "--set", "early_stopping_patience=10"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = tmp_path / "runs" / "mobilenet" / "status.json"
-    second_state = tmp_path / "runs" / "resnet34" / "checkpoint" / "state.json"
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None:
-        if second_state.is_file() and json.loads(second_state.read_text()).get("epochs_done", 0) >= 1:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when(args, tmp_path / "runs" / "resnet34" / "checkpoint" / "state.json", epochs_done=1, timeout=400)
     assert json.loads(first.read_text())["status"] == "done"
     assert json.loads((tmp_path / "runs" / "resnet34" / "status.json").read_text())["status"] != "done"
     finished_model = (tmp_path / "runs" / "mobilenet" / "model.keras").stat().st_mtime_ns

@@ -2,11 +2,6 @@
 the multi-device path, and a learnability bar that a scrambled pipeline cannot pass."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,7 +11,7 @@ pytest.importorskip("tensorflow")
 
 from benchmark.errors import UserError  # noqa: E402
 from benchmark.training import TrainingFailed, train_run  # noqa: E402
-from tests.conftest import ROOT, run_cli, tiny_config  # noqa: E402
+from tests.conftest import ROOT, kill_9_when, run_cli, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RUN_FILES = {"config.yaml", "environment.json", "history.csv", "model.keras", "thresholds.json", "timing.json",
@@ -135,17 +130,8 @@ def test_resume_after_kill_9(phantom, tmp_path):
     args = ["train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out", out,
             "--data-root", phantom, "--set", "epochs=6", "--set", "steps_per_epoch=2", "--set", "gradcam_images=0",
             "--set", "early_stopping_patience=10"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "checkpoint" / "state.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text()).get("epochs_done", 0) >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_when(args, state, epochs_done=2, timeout=300)
     done_before = json.loads(state.read_text())["epochs_done"]
     assert 2 <= done_before < 6, "the run finished before it could be killed"
     assert json.loads((out / "status.json").read_text())["status"] == "running"
