@@ -20,7 +20,10 @@ def read_gray(path: str) -> np.ndarray:
     """Decode a file to a 2-D uint8 or uint16 array; BadImage names the file if that fails."""
     if not os.path.isfile(path):
         raise BadImage(f"image {path} does not exist")
-    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise BadImage(f"image {path} cannot be read ({exc.strerror or exc})") from None
     img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH) if data.size else None
     if img is None or img.size == 0:
         raise BadImage(f"image {path} is not a readable PNG or JPEG (corrupt or truncated?)")

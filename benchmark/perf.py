@@ -42,16 +42,6 @@ def decode_limit(files, size: int, workers: int | None = None) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _stop_worker_server() -> None:
-    """Stop multiprocessing's fork server, so that the next timed first pass pays the start-up of its decoding
-    processes, as a training process does."""
-    from multiprocessing import forkserver
-
-    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython's own tests use it
-    if stop is not None:
-        stop()
-
-
 def _iterate(ds) -> int:
     n = 0
     for x, _ in ds:
@@ -82,8 +72,10 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
     """First pass (decode into a new cache + one shuffled epoch), the cache build alone, cached epochs,
     ImageDataGenerator and the decode limit, on the same files. The files are read once before timing so every
     method sees a warm page cache; first pass and decode limit are measured `repeats` times, alternately, and
-    their medians reported (a shared machine's speed drifts)."""
-    from benchmark.cache import build_cache
+    their medians reported (a shared machine's speed drifts). Both start timing with their worker processes
+    running: the limit's pool is warmed up, and the pipeline's decoders are started as `train` starts them, in
+    the background before it reads the data set."""
+    from benchmark.cache import build_cache, decoders_ready, start_decoders
     from benchmark.datasets import default_csv, load_table
     from benchmark.pipeline import make_dataset, release_tensors
 
@@ -110,7 +102,8 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
     try:
         for r in range(repeats):
             runs["decode_limit"].append(decode_limit(files, image_size))
-            _stop_worker_server()
+            start_decoders()  # as `train` does, while it reads the CSV
+            decoders_ready()
             t0 = time.perf_counter()
             cache = build_cache(files, image_size, cache_dir=tmp / str(r), log=None, wait=False)
             t1 = time.perf_counter()

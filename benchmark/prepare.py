@@ -3,6 +3,7 @@ No TensorFlow here, so a sweep can build the cache once before it starts its run
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.cache import ImageCache, build_cache
+from benchmark.cache import ImageCache, build_cache, start_decoders, stop_decoders
 from benchmark.datasets import Dataset, load_dataset
 from benchmark.errors import UserError
 from benchmark.policies import evaluation_targets, training_targets
+
+
+CACHE_BUILT = "CXR_BENCH_CACHE_BUILT"  # set by a sweep for its runs: their image caches exist already
 
 
 @dataclass
@@ -47,7 +51,17 @@ def ensure_phantom(cfg, log=print) -> None:
 def prepare(cfg, log=print, wait: bool = True) -> Prepared:
     """Load and split the data set, apply the policy, and open (or build) the image cache.
 
-    With `wait=False` a new cache's files are finished in the background (see build_cache)."""
+    With `wait=False` a new cache's files are finished in the background (see build_cache). The decoder
+    processes start while the data set is read, unless CXR_BENCH_CACHE_BUILT says a sweep has built the cache."""
+    if not os.environ.get(CACHE_BUILT):
+        start_decoders()
+    try:
+        return _prepare(cfg, log, wait)
+    finally:
+        stop_decoders()  # unused if the build failed before it began
+
+
+def _prepare(cfg, log, wait: bool) -> Prepared:
     if cfg.dataset == "phantom":
         if not cfg.data_root:
             raise UserError("dataset phantom needs data_root (where the phantom is, or is to be made)")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmark.config import SWEEP_KEYS, Config, dump_yaml, grid, run_name
 from benchmark.errors import UserError
+from benchmark.prepare import CACHE_BUILT
 from benchmark.rundir import atomic_write_text, read_status, write_json, write_status
 
 PROGRESS = re.compile(r"^(Epoch \d+/\d+|.*val_auroc.*|.*test mean AUROC.*|resuming .*|error: .*)$")
@@ -141,7 +142,8 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None) -> i
 
 
 def _launch(i, name, run_dir: Path, slot, total) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+               **{CACHE_BUILT: "1"})
     if slot is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot
     log = open(run_dir / "train.log", "ab")

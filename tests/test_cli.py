@@ -82,6 +82,9 @@ def test_missing_image_names_the_file(phantom, tmp_path):
                      tmp_path / "run", "--data-root", root)
     one_line_error(result, victim.split("/", 1)[1], "does not exist", "--skip-bad-images")
     result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
+                     tmp_path / "run0", "--dataset", "chexpert", "--data-root", tmp_path / "nowhere")
+    one_line_error(result, "nowhere", "no train.csv")  # the decoders started for it stop quietly
+    result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
                      tmp_path / "run2", "--data-root", root, "--skip-bad-images", "--set", "epochs=1",
                      "--set", "steps_per_epoch=1", "--set", "gradcam_images=0")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -146,6 +146,67 @@ def test_process_decoding_matches_threads_and_names_bad_files(tmp_path, monkeypa
     assert not list((tmp_path / "bad").glob("*"))
 
 
+def test_started_decoders_are_used_by_the_next_build_then_stopped(tmp_path):
+    import benchmark.cache as cache_module
+
+    if cache_module._process_context() is None:
+        pytest.skip("no fork server (or one core) here: builds use threads")
+    files = _pngs(tmp_path, 24)
+    by_threads = build_cache(files, 16, cache_dir=tmp_path / "threads", log=None)
+    cache_module.start_decoders(2)
+    pool = cache_module._STARTED["pool"]
+    cache_module.decoders_ready()
+    assert len(pool._processes) == 2  # running before any image is known
+    started = build_cache(files, 16, cache_dir=tmp_path / "started", log=None)
+    assert np.array_equal(np.asarray(started.images), np.asarray(by_threads.images))
+    assert not cache_module._STARTED and not pool._processes  # used once, then stopped
+    with pytest.raises(RuntimeError):
+        pool.submit(abs, 1)
+    cache_module.start_decoders(2)  # a cache that exists needs none: they are stopped at once
+    pool = cache_module._STARTED["pool"]
+    assert build_cache(files, 16, cache_dir=tmp_path / "started", log=None).seconds == 0.0
+    assert not cache_module._STARTED
+    with pytest.raises(RuntimeError):
+        pool.submit(abs, 1)
+
+
+def test_work_spans_cover_every_image_once_largest_first():
+    from benchmark.cache import _spans
+
+    spans = _spans(1000, 2)
+    assert spans[0] == (0, 125)  # an eighth: a quarter of each worker's share
+    assert [r for i, j in spans for r in range(i, j)] == list(range(1000))
+    sizes = [j - i for i, j in spans]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-2] == 4
+    assert _spans(3, 2) == [(0, 3)] and _spans(0, 2) == []
+
+
+def test_unreadable_image_and_cache_write_failure_are_clear_errors(tmp_path, monkeypatch):
+    import errno
+
+    import benchmark.cache as cache_module
+    import benchmark.images as images_module
+    from benchmark.images import BadImage, read_gray
+
+    files = _pngs(tmp_path, 3)
+
+    def denied(path, dtype):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    with monkeypatch.context() as m:
+        m.setattr(images_module.np, "fromfile", denied)
+        with pytest.raises(BadImage, match=r"0.png cannot be read \(Permission denied\)"):
+            read_gray(files[0])
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.np, "memmap", full)
+    with pytest.raises(UserError, match="cannot write the image cache in .*No space left on device.*CXR_BENCH_CACHE"):
+        build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
+    assert not list((tmp_path / "c").glob("*"))
+
+
 def test_cache_usable_before_its_files_are_finished_and_abandoned_builds_removed(tmp_path):
     from benchmark.cache import cache_key
 
