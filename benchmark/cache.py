@@ -111,27 +111,25 @@ def _decode_to_file(path: str, files, start: int, size: int, resize: str, equali
     return bad
 
 
-def _decode_in_worker(args):
-    cv2.setNumThreads(1)  # parallel over files, not inside one resize
-    return _decode_to_file(*args)
-
-
-def _worker_ready() -> int:
-    """Run once in each started decoder: loads the codecs, so the first real image does not pay for it."""
+def _init_decoder() -> None:
+    """Once in each decoder process: one OpenCV thread (parallel over files, not inside one resize), and the
+    codecs loaded, so the first real image does not pay for it."""
     cv2.setNumThreads(1)
     cv2.imdecode(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1], cv2.IMREAD_GRAYSCALE)
-    return os.getpid()
 
 
 _STARTED: dict = {}  # the decoder processes start_decoders() started: {"pool", "workers", "ready"}
 
 
-def _process_context():
-    if (os.cpu_count() or 1) < 2 or "forkserver" not in mp.get_all_start_methods():
-        return None
-    ctx = mp.get_context("forkserver")  # not fork: the parent may run TensorFlow's threads
+def _processes_possible() -> bool:
+    return (os.cpu_count() or 1) > 1 and "forkserver" in mp.get_all_start_methods()
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` decoder processes from a fork server (not fork: the parent may run TensorFlow's threads)."""
+    ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["benchmark.cache"])
-    return ctx
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_decoder)
 
 
 def start_decoders(workers: int | None = None) -> None:
@@ -139,15 +137,14 @@ def start_decoders(workers: int | None = None) -> None:
     overlaps what a command does before it builds a cache (reading the data set's CSV, checking its files).
     The next build_cache uses them, whatever the number of images, and stops them when it is done. No-op where
     processes cannot be used."""
-    ctx = _process_context()
-    if ctx is None or _STARTED:
+    if _STARTED or not _processes_possible():
         return
-    workers = workers or os.cpu_count() or 1
-    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    workers = workers or os.cpu_count()
+    pool = _process_pool(workers)
 
     def start():  # one task per worker: the pool starts a process for each task that finds none idle
         try:
-            concurrent.futures.wait([pool.submit(_worker_ready) for _ in range(workers)])
+            concurrent.futures.wait([pool.submit(os.getpid) for _ in range(workers)])
         except RuntimeError:  # stopped before they all started
             pass
 
@@ -182,10 +179,9 @@ def _decoder_pool(n_files: int, workers: int | None):
     started = _take_started()
     if started:
         return started["pool"], started["workers"]
-    ctx = _process_context()
-    if n_files >= PROCESS_MIN_IMAGES and ctx is not None:
+    if n_files >= PROCESS_MIN_IMAGES and _processes_possible():
         workers = workers or os.cpu_count()
-        return ProcessPoolExecutor(workers, mp_context=ctx), workers
+        return _process_pool(workers), workers
     workers = workers or 2 * (os.cpu_count() or 1)  # two per core hide file reads behind decoding
     return ThreadPoolExecutor(workers), workers
 
@@ -280,7 +276,7 @@ def build_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
     cv2.setNumThreads(1)  # parallel over files, not inside one resize
     bad = []
     try:
-        futures = [pool.submit(_decode_in_worker, (path, files[i:j], i, size, resize, equalize)) for i, j in spans]
+        futures = [pool.submit(_decode_to_file, path, files[i:j], i, size, resize, equalize) for i, j in spans]
         for done, fut in enumerate(futures, 1):
             found = fut.result()
             if found and not skip_bad:
