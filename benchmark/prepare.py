@@ -57,8 +57,11 @@ def prepare(cfg, log=print, wait: bool = True) -> Prepared:
         start_decoders()
     try:
         return _prepare(cfg, log, wait)
+    except BaseException:
+        stop_decoders(wait=True)  # unused: the build failed before it began; the command ends here
+        raise
     finally:
-        stop_decoders()  # unused if the build failed before it began
+        stop_decoders()  # unused: the cache existed
 
 
 def _prepare(cfg, log, wait: bool) -> Prepared:

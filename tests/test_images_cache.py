@@ -201,10 +201,27 @@ def test_unreadable_image_and_cache_write_failure_are_clear_errors(tmp_path, mon
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module.np, "memmap", full)
+    monkeypatch.setattr(cache_module.os, "pwrite", full)
     with pytest.raises(UserError, match="cannot write the image cache in .*No space left on device.*CXR_BENCH_CACHE"):
         build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
     assert not list((tmp_path / "c").glob("*"))
+
+
+def test_cache_complete_when_the_file_system_takes_short_writes(tmp_path, monkeypatch):
+    import benchmark.cache as cache_module
+
+    files = _pngs(tmp_path, 5)
+    expected = np.stack([load_image(f, 16) for f in files])
+    pwrite, written = os.pwrite, []
+
+    def short(fd, data, offset):  # as a file system may: fewer bytes than asked, the caller writes the rest
+        written.append(pwrite(fd, bytes(data)[:100], offset))
+        return written[-1]
+
+    monkeypatch.setattr(cache_module.os, "pwrite", short)
+    cache = build_cache(files, 16, cache_dir=tmp_path / "c", log=None, workers=1)
+    assert sum(written) == 5 * 16 * 16 and max(written) == 100
+    assert np.array_equal(np.asarray(cache.images), expected)
 
 
 def test_cache_usable_before_its_files_are_finished_and_abandoned_builds_removed(tmp_path):
