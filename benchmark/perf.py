@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import shutil
@@ -74,8 +75,8 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
     method sees a warm page cache; first pass and decode limit are measured `repeats` times, alternately, and
     their medians reported (a shared machine's speed drifts). Both start timing with their worker processes
     running: the limit's pool is warmed up, and the pipeline's decoders are started as `train` starts them, in
-    the background before it reads the data set. Each pass's cache is deleted before the next pass, so that every
-    pass writes into memory that has been used before, as the limit's do."""
+    the background before it reads the data set. Each pass's cache is deleted just before the next pass, which
+    writes into the memory it frees (see the note in the loop)."""
     from benchmark.cache import build_cache, decoders_ready, start_decoders
     from benchmark.datasets import default_csv, load_table
     from benchmark.pipeline import make_dataset, release_tensors
@@ -100,11 +101,18 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
     _iterate(make_dataset(np.zeros((2, 8, 8), np.uint8), np.arange(2), np.zeros((2, 1), np.float32), 2, shuffle=True))
     tmp = Path(tempfile.mkdtemp(prefix="cxr-perf-"))
     runs = {"first_pass": [], "cache_build": [], "decode_limit": []}
+    previous = None
     try:
         for r in range(repeats):
             runs["decode_limit"].append(decode_limit(files, image_size))
             start_decoders()  # as `train` does, while it reads the CSV
             decoders_ready()
+            if previous:
+                # The previous pass's cache goes just before this pass, which reuses its memory. Memory that has
+                # lain free for 2 s is handed back to the host by a virtual machine with free page reporting (this
+                # one), and writing there runs at 0.3-0.5 GB/s against 5-6 GB/s: the pass would time the host's
+                # memory allocation, which bare metal and the decode limit, which stores nothing, never pay.
+                shutil.rmtree(previous)
             t0 = time.perf_counter()
             cache = build_cache(files, image_size, cache_dir=tmp / str(r), log=None, wait=False)
             t1 = time.perf_counter()
@@ -117,11 +125,8 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
             if r < repeats - 1:  # the last one serves the cached epochs
                 del ds, cache
                 release_tensors()
-                # Its page-cache pages are freed for the next pass to reuse, as on any machine that has run for a
-                # while. Kept, each pass would fill memory never touched before: on a fresh virtual machine that
-                # backs its memory lazily, writing there runs at 0.3 GB/s against 5 GB/s, and the pass would time
-                # the host's memory allocation.
-                shutil.rmtree(tmp / str(r))
+                gc.collect()  # TensorFlow's reference cycles hold the map: unmapped, deleting the folder frees it
+                previous = tmp / str(r)
         epochs = 5
         t0 = time.perf_counter()
         n = sum(_iterate(ds) for _ in range(epochs))  # one dataset, reshuffled each epoch, as in training
