@@ -74,14 +74,23 @@ class ImageCache:
 
 
 def cache_key(files, size: int, resize: str, equalize: str) -> str:
+    return _fingerprint(files, size, resize, equalize)[0]
+
+
+def _fingerprint(files, size: int, resize: str, equalize: str) -> tuple[str, list]:
+    """The cache's key, and the files that are missing or empty (known before any image is decoded)."""
     digest = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{resize}|{equalize}".encode())
+    bad = []
     for f in files:
         try:
             st = os.stat(f)
             digest.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            if not st.st_size:
+                bad.append(f"image {f} is empty")
         except OSError:
             digest.update(f"{f}|missing\n".encode())
-    return digest.hexdigest()[:20]
+            bad.append(f"image {f} does not exist")
+    return digest.hexdigest()[:20], bad
 
 
 WRITE_BYTES = 4 << 20  # decoded images are written to the cache file in blocks of about this size
@@ -269,9 +278,18 @@ def build_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
     With `wait=False` the cache is returned as soon as its images are decoded, and a background thread makes
     them durable and finishes the cache's files (call `wait()` before another process needs them).
     """
+    return begin_cache(files, size, resize, equalize, cache_dir, skip_bad, workers, log, wait).result()
+
+
+def begin_cache(files, size: int, resize: str = "crop", equalize: str = "none", cache_dir=None,
+                skip_bad: bool = False, workers: int | None = None, log=print, wait: bool = True) -> "CacheBuild":
+    """Start build_cache: the decoders are given their work and this returns at once, so that the caller can
+    set up what it needs next (the model, the input pipeline over `images`) while they run. Its result()
+    waits for them and returns the ImageCache; cancel() (or leaving a `with` block without result()) stops
+    them and removes the partial cache."""
     files = list(dict.fromkeys(files))
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key = cache_key(files, size, resize, equalize)
+    key, missing = _fingerprint(files, size, resize, equalize)
     final = cache_dir / key
     meta_file = final / "meta.json"
     if meta_file.is_file():
@@ -280,7 +298,10 @@ def build_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
         if meta["bad"] and not skip_bad:
             raise UserError(f"{meta['bad'][0][1]}; fix or remove it, or pass --skip-bad-images "
                             f"({len(meta['bad'])} bad image(s) in all)")
-        return ImageCache(final, files, size, meta["bad"], 0.0)
+        return CacheBuild(ImageCache(final, files, size, meta["bad"], 0.0))
+    if missing and not skip_bad:  # before decoding: the caller may not look at the result for a while
+        raise UserError(f"{missing[0]}; fix or remove it, or pass --skip-bad-images "
+                        f"({len(missing)} missing or empty image(s) in all)")
     _remove_abandoned(cache_dir, key)
     tmp = cache_dir / f"{key}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -295,51 +316,117 @@ def build_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
                         "free space there or set cache_dir (or CXR_BENCH_CACHE) to another folder") from None
     path = str(tmp / "images.u8")
     pool, workers = _decoder_pool(len(files), workers)
-    spans = _spans(len(files), workers)
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # parallel over files, not inside one resize
-    bad = []
+    cache = ImageCache(final, files, size, [], array=np.memmap(path, dtype=np.uint8, mode="r+", shape=shape))
+    meta = {"version": CACHE_VERSION, "size": size, "resize": resize, "equalize": equalize, "images": len(files)}
+    build = CacheBuild(cache, pool=pool, tmp=tmp, meta=meta, skip_bad=skip_bad, log=log, wait=wait, start=start)
     try:
-        futures = [pool.submit(_decode_to_file, path, files[i:j], i, size, resize, equalize) for i, j in spans]
-        for done, fut in enumerate(futures, 1):
-            found = fut.result()
-            if found and not skip_bad:
-                raise UserError(f"{found[0][1]}; fix or remove it, or pass --skip-bad-images")
-            bad.extend(found)
-            if log and len(futures) > 20 and done % max(1, len(futures) // 10) == 0:
-                log(f"  decoding images: {spans[done - 1][1]}/{len(files)}")
-    except BaseException as exc:
-        pool.shutdown(wait=True, cancel_futures=True)  # before the files go
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):  # reading is BadImage's: this is the cache file
-            raise UserError(f"cannot write the image cache in {cache_dir}: {exc}; free space there or set "
-                            "cache_dir (or CXR_BENCH_CACHE) to another folder") from None
+        for i, j in _spans(len(files), workers):
+            build.submit(j, _decode_to_file, path, files[i:j], i, size, resize, equalize)
+    except BaseException:
+        build.cancel()
         raise
-    finally:
-        pool.shutdown(wait=False)  # every task is done: the processes exit in the background
-        cv2.setNumThreads(threads)
-    seconds = time.perf_counter() - start
-    out = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
-    meta = {"version": CACHE_VERSION, "size": size, "resize": resize, "equalize": equalize, "images": len(files),
-            "bad": bad, "seconds": seconds}
-    if bad and log:
-        print(f"skipped {len(bad)} bad image(s), e.g. {bad[0][1]}", file=sys.stderr)
-    cache = ImageCache(final, files, size, bad, seconds, array=out)
+    return build
 
-    def finish():
+
+class CacheBuild:
+    """A cache whose images are being decoded (see begin_cache). `images` is its memory map, filled in as the
+    decoders go: read it only after result()."""
+
+    def __init__(self, cache: ImageCache, pool=None, tmp: Path | None = None, meta: dict | None = None,
+                 skip_bad: bool = False, log=print, wait: bool = True, start: float = 0.0):
+        self.cache, self.pool, self.tmp, self.meta = cache, pool, tmp, meta
+        self.skip_bad, self.log, self.wait = skip_bad, log, wait
+        self.futures, self.ends = [], []  # each decoding task, and the number of images done when it is
+        self.state = "decoding" if pool else "done"
+        self.start = start
+        self.cv2_threads = cv2.getNumThreads()
+        if pool:
+            cv2.setNumThreads(1)  # parallel over files, not inside one resize (for decoder threads)
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.cache.images
+
+    @property
+    def decoding(self) -> bool:
+        return self.state == "decoding"
+
+    def rows(self, files) -> np.ndarray:
+        return self.cache.rows(files)
+
+    def submit(self, end: int, fn, *args) -> None:
+        self.futures.append(self.pool.submit(fn, *args))
+        self.ends.append(end)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cancel()
+
+    def _stop(self, state: str) -> None:
+        self.state = state
+        cv2.setNumThreads(self.cv2_threads)
+
+    def cancel(self) -> None:
+        """Stop the decoders and remove the partial cache (nothing to do unless still decoding)."""
+        if self.state != "decoding":
+            return
+        self._stop("cancelled")
+        self.pool.shutdown(wait=True, cancel_futures=True)  # before the files go
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def check(self) -> None:
+        """Without waiting: raise result()'s error now if a decoder has already found a bad image."""
+        if self.decoding and not self.skip_bad and any(
+                f.done() and (f.exception() is not None or f.result()) for f in self.futures):
+            self.result()
+
+    def result(self) -> ImageCache:
+        """Wait for the decoders and return the cache; raise on a bad image unless skip_bad."""
+        if self.state == "cancelled":
+            raise RuntimeError("this cache build was cancelled")
+        if self.state == "done":
+            return self.cache
+        files, log, bad = self.cache.files, self.log, []
         try:
-            _finish(tmp, final, files, meta)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            cache.error = (f"could not write the image cache {final}: {exc}; free space there or set "
-                           "cache_dir (or CXR_BENCH_CACHE) to another folder")
-            if not wait:
-                print(f"warning: {cache.error} (this run goes on from memory)", file=sys.stderr)
+            for done, fut in enumerate(self.futures, 1):
+                found = fut.result()
+                if found and not self.skip_bad:
+                    raise UserError(f"{found[0][1]}; fix or remove it, or pass --skip-bad-images")
+                bad.extend(found)
+                if log and len(self.futures) > 20 and done % max(1, len(self.futures) // 10) == 0:
+                    log(f"  decoding images: {self.ends[done - 1]}/{len(files)}")
+        except BaseException as exc:
+            self.cancel()
+            if isinstance(exc, OSError):  # reading is BadImage's: this is the cache file
+                raise UserError(f"cannot write the image cache in {self.tmp.parent}: {exc}; free space there or "
+                                "set cache_dir (or CXR_BENCH_CACHE) to another folder") from None
+            raise
+        self._stop("done")
+        self.pool.shutdown(wait=False)  # every task is done: the processes exit in the background
+        cache = self.cache
+        cache.seconds = time.perf_counter() - self.start
+        cache.bad = bad
+        meta = dict(self.meta, bad=bad, seconds=cache.seconds)
+        if bad and log:
+            print(f"skipped {len(bad)} bad image(s), e.g. {bad[0][1]}", file=sys.stderr)
+        tmp, final = self.tmp, cache.path
 
-    if wait:
-        finish()
-        cache.wait()
-    else:
-        cache.writer = threading.Thread(target=finish, name="cache-writer")
-        cache.writer.start()
-    return cache
+        def finish():
+            try:
+                _finish(tmp, final, files, meta)
+            except OSError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                cache.error = (f"could not write the image cache {final}: {exc}; free space there or set "
+                               "cache_dir (or CXR_BENCH_CACHE) to another folder")
+                if not self.wait:
+                    print(f"warning: {cache.error} (this run goes on from memory)", file=sys.stderr)
+
+        if self.wait:
+            finish()
+            cache.wait()
+        else:
+            cache.writer = threading.Thread(target=finish, name="cache-writer")
+            cache.writer.start()
+        return cache

@@ -77,7 +77,7 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
     running: the limit's pool is warmed up, and the pipeline's decoders are started as `train` starts them, in
     the background before it reads the data set. Each pass's cache is deleted just before the next pass, which
     writes into the memory it frees (see the note in the loop)."""
-    from benchmark.cache import build_cache, decoders_ready, start_decoders
+    from benchmark.cache import begin_cache, decoders_ready, start_decoders
     from benchmark.datasets import default_csv, load_table
     from benchmark.pipeline import make_dataset, release_tensors
 
@@ -114,9 +114,11 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
                 # memory allocation, which bare metal and the decode limit, which stores nothing, never pay.
                 shutil.rmtree(previous)
             t0 = time.perf_counter()
-            cache = build_cache(files, image_size, cache_dir=tmp / str(r), log=None, wait=False)
+            with begin_cache(files, image_size, cache_dir=tmp / str(r), log=None, wait=False) as build:
+                # as `train` does: the input pipeline is set up while the decoders run
+                ds = make_dataset(build.images, build.rows(files), targets, batch_size, shuffle=True)
+                cache = build.result()
             t1 = time.perf_counter()
-            ds = make_dataset(cache.images, cache.rows(files), targets, batch_size, shuffle=True)
             n = _iterate(ds)
             t2 = time.perf_counter()
             cache.wait()  # its files are made durable in the background, as in training

@@ -68,11 +68,11 @@ def make_dataset(images: np.ndarray, rows: np.ndarray, targets: np.ndarray, batc
     order = bool(deterministic or not shuffle)  # set per map: the global option is a slow graph rewrite
     shapes = ([None, size, size, 1], [None, n_labels])
     if images.nbytes <= IN_MEMORY_BYTES:
-        all_images, all_rows, all_targets = _as_tensor(images), tf.constant(rows), tf.constant(targets)
+        all_images = tf.reshape(_as_tensor(images), [-1, size, size, 1])  # the same memory, seen as (N, S, S, 1)
+        all_rows, all_targets = tf.constant(rows), tf.constant(targets)
 
-        def read(b):
-            x = tf.gather(all_images, tf.gather(all_rows, b))[..., None]
-            return tf.ensure_shape(x, shapes[0]), tf.ensure_shape(tf.gather(all_targets, b), shapes[1])
+        def read(b):  # the fewest ops: tracing costs about 1 ms each, at every start of a pipeline
+            return tf.gather(all_images, tf.gather(all_rows, b)), tf.gather(all_targets, b)
     else:
         def read(b):
             x, y = tf.numpy_function(gather, [b], (tf.uint8, tf.float32), stateful=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.cache import ImageCache, build_cache, start_decoders, stop_decoders
+from benchmark.cache import CacheBuild, ImageCache, begin_cache, start_decoders, stop_decoders
 from benchmark.datasets import Dataset, load_dataset
 from benchmark.errors import UserError
 from benchmark.policies import evaluation_targets, training_targets
@@ -32,8 +32,31 @@ class Split:
 class Prepared:
     dataset: Dataset
     labels: tuple
-    cache: ImageCache
+    cache: ImageCache | None  # None until complete() when prepare(..., decoded=False) is still decoding
     splits: dict
+    build: CacheBuild | None = None
+
+    @property
+    def images(self) -> np.ndarray:
+        """The cache's image map; while still decoding, for setting up a pipeline that reads after complete()."""
+        return self.cache.images if self.cache is not None else self.build.images
+
+    def complete(self) -> "Prepared":
+        """Wait for the images still being decoded (prepare(..., decoded=False)); raises on a bad image."""
+        if self.cache is None:
+            self.cache = self.build.result()
+            self.build = None
+        return self
+
+    def check(self) -> None:
+        """Raise complete()'s error now, without waiting, if decoding has already failed."""
+        if self.build is not None:
+            self.build.check()
+
+    def cancel(self) -> None:
+        """Stop decoding and drop the partial cache (when the command fails before complete())."""
+        if self.build is not None:
+            self.build.cancel()
 
 
 def ensure_phantom(cfg, log=print) -> None:
@@ -48,15 +71,18 @@ def ensure_phantom(cfg, log=print) -> None:
     make_phantom(target, n=cfg.phantom_images, size=cfg.phantom_size, seed=0)
 
 
-def prepare(cfg, log=print, wait: bool = True) -> Prepared:
+def prepare(cfg, log=print, wait: bool = True, decoded: bool = True) -> Prepared:
     """Load and split the data set, apply the policy, and open (or build) the image cache.
 
-    With `wait=False` a new cache's files are finished in the background (see build_cache). The decoder
+    With `wait=False` a new cache's files are finished in the background (see build_cache). With
+    `decoded=False` this returns while a new cache's images are still being decoded, so that the caller can set
+    up its model and input pipeline meanwhile; it must then call complete() before reading them, or cancel()
+    if it fails first. (With skip_bad_images it waits anyway: a bad image changes the splits.) The decoder
     processes start while the data set is read, unless CXR_BENCH_CACHE_BUILT says a sweep has built the cache."""
     if not os.environ.get(CACHE_BUILT):
         start_decoders()
     try:
-        return _prepare(cfg, log, wait)
+        return _prepare(cfg, log, wait, decoded or cfg.skip_bad_images)
     except BaseException:
         stop_decoders(wait=True)  # unused: the build failed before it began; the command ends here
         raise
@@ -64,27 +90,33 @@ def prepare(cfg, log=print, wait: bool = True) -> Prepared:
         stop_decoders()  # unused: the cache existed
 
 
-def _prepare(cfg, log, wait: bool) -> Prepared:
+def _prepare(cfg, log, wait: bool, decoded: bool) -> Prepared:
     if cfg.dataset == "phantom":
         if not cfg.data_root:
             raise UserError("dataset phantom needs data_root (where the phantom is, or is to be made)")
         ensure_phantom(cfg, log)
     ds, labels = load_dataset(cfg)
     frame = ds.frame
-    cache = build_cache(frame["file"].tolist(), cfg.image_size, cfg.resize, cfg.equalize, cfg.cache_dir,
+    build = begin_cache(frame["file"].tolist(), cfg.image_size, cfg.resize, cfg.equalize, cfg.cache_dir,
                         cfg.skip_bad_images, log=log, wait=wait)
-    if cache.bad:
-        bad_files = {cache.files[i] for i, _ in cache.bad}
-        print(f"skipping {len(bad_files)} bad image(s) (--skip-bad-images)", file=sys.stderr)
-        frame = frame[~frame["file"].isin(bad_files)]
-    raw_all = frame[list(labels)].to_numpy(dtype=np.float32)
-    targets_all = training_targets(raw_all, labels, cfg.policy, cfg.blank, cfg.seed)
-    truth_all = evaluation_targets(raw_all, cfg.blank)
-    splits = {}
-    rows_all = cache.rows(frame["file"].tolist())
-    for name in ("train", "val", "test"):
-        mask = (frame["split"] == name).to_numpy()
-        if not mask.any():
-            raise UserError(f"the {name} split is empty after skipping bad images")
-        splits[name] = Split(frame[mask].reset_index(drop=True), rows_all[mask], targets_all[mask], truth_all[mask])
-    return Prepared(ds, labels, cache, splits)
+    try:
+        cache = build.result() if decoded or not build.decoding else None
+        if cache is not None and cache.bad:
+            bad_files = {cache.files[i] for i, _ in cache.bad}
+            print(f"skipping {len(bad_files)} bad image(s) (--skip-bad-images)", file=sys.stderr)
+            frame = frame[~frame["file"].isin(bad_files)]
+        raw_all = frame[list(labels)].to_numpy(dtype=np.float32)
+        targets_all = training_targets(raw_all, labels, cfg.policy, cfg.blank, cfg.seed)
+        truth_all = evaluation_targets(raw_all, cfg.blank)
+        splits = {}
+        rows_all = build.rows(frame["file"].tolist())
+        for name in ("train", "val", "test"):
+            mask = (frame["split"] == name).to_numpy()
+            if not mask.any():
+                raise UserError(f"the {name} split is empty after skipping bad images")
+            splits[name] = Split(frame[mask].reset_index(drop=True), rows_all[mask], targets_all[mask],
+                                 truth_all[mask])
+    except BaseException:
+        build.cancel()
+        raise
+    return Prepared(ds, labels, cache, splits, None if cache is not None else build)

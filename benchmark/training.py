@@ -267,7 +267,9 @@ def train_run(cfg: Config, out: str | os.PathLike, log=print) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    data = prepare(cfg, log=log, wait=False)  # training starts while a new cache is made durable
+    # TensorFlow, the model and the input pipeline are set up while a new cache's images are decoded, and
+    # training starts while they are made durable
+    data = prepare(cfg, log=log, wait=False, decoded=False)
     write_status(run_dir, "running", pid=os.getpid())
     try:
         return _train(cfg, run_dir, data, log)
@@ -277,6 +279,8 @@ def train_run(cfg: Config, out: str | os.PathLike, log=print) -> dict:
     except Exception as exc:  # recorded for the sweep, then re-raised with its traceback
         write_status(run_dir, "failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise
+    finally:
+        data.cancel()  # still decoding only when the run failed before it needed the images
 
 
 def _train(cfg: Config, run_dir: Path, data, log) -> dict:
@@ -287,13 +291,14 @@ def _train(cfg: Config, run_dir: Path, data, log) -> dict:
     from models.classifier import build_classifier
     from models.flops import count_flops
 
+    data.check()  # a bad image found while TensorFlow loaded: say so before its device set-up logs
     strategy = setup_runtime(cfg)  # before anything lists the devices: logical CPUs are fixed once TF starts
     if not (run_dir / "environment.json").is_file():
         write_json(run_dir / "environment.json", environment())
     def scope():
         return strategy.scope() if strategy else contextlib.nullcontext()
 
-    images = data.cache.images
+    images = data.images  # read only after data.complete(), below
     train, val, test = data.splits["train"], data.splits["val"], data.splits["test"]
     n_labels = len(data.labels)
     from benchmark.pipeline import make_dataset
@@ -317,6 +322,7 @@ def _train(cfg: Config, run_dir: Path, data, log) -> dict:
             state, epochs_done = {}, 0
             (run_dir / "history.csv").unlink(missing_ok=True)
             model = build_classifier(cfg, n_labels)
+    data.complete()
     log(f"{cfg.backbone}: {model.count_params():,} parameters; {len(train.rows)} train / {len(val.rows)} val / "
         f"{len(test.rows)} test images at {cfg.image_size} px; labels: {', '.join(data.labels)}")
     phases = _phases(cfg)

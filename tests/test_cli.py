@@ -84,6 +84,13 @@ def test_missing_image_names_the_file(phantom, tmp_path):
     result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
                      tmp_path / "run0", "--dataset", "chexpert", "--data-root", tmp_path / "nowhere")
     one_line_error(result, "nowhere", "no train.csv")  # the decoders started for it stop quietly
+    (tmp_path / victim).write_bytes(b"\xff\xd8\xff not a JPEG")  # found by a decoder, while TensorFlow loads
+    result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
+                     tmp_path / "run1", "--data-root", root)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]  # TensorFlow may have logged before it, if decoding was slow
+    assert last == (f"error: image {tmp_path / victim} is not a readable PNG or JPEG (corrupt or truncated?); "
+                    "fix or remove it, or pass --skip-bad-images"), last
     result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
                      tmp_path / "run2", "--data-root", root, "--skip-bad-images", "--set", "epochs=1",
                      "--set", "steps_per_epoch=1", "--set", "gradcam_images=0")

@@ -286,3 +286,48 @@ def test_full_disk_is_an_error_and_no_fallocate_is_not(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"cannot make the image cache .*No space left.*CXR_BENCH_CACHE"):
         build_cache(files, 16, cache_dir=tmp_path / "full", log=None)
     assert not list((tmp_path / "full").glob("*"))
+
+
+def test_pipeline_set_up_while_decoding_reads_the_decoded_images_and_cancel_cleans_up(tmp_path):
+    pytest.importorskip("tensorflow")
+    import benchmark.cache as cache_module
+    from benchmark.cache import begin_cache
+    from benchmark.pipeline import make_dataset, release_tensors
+
+    files = _pngs(tmp_path, 24)
+    expected = np.stack([load_image(f, 16) for f in files])
+    cache_module.start_decoders(2)  # decoder processes where this machine has them
+    with begin_cache(files, 16, cache_dir=tmp_path / "c", log=None, wait=False) as build:
+        assert build.decoding
+        ds = make_dataset(build.images, build.rows(files), np.arange(24, dtype=np.float32)[:, None], 5, shuffle=True)
+        cache = build.result()
+    seen = {int(y[0]): x[..., 0] for xb, yb in ds for x, y in zip(xb.numpy(), yb.numpy())}
+    assert np.array_equal(np.stack([seen[i] for i in range(24)]), expected)
+    cache.wait()
+    release_tensors()
+    assert (cache.path / "meta.json").is_file() and not build.decoding
+
+    with pytest.raises(KeyError):  # the caller fails before it needs the images
+        with begin_cache(files, 24, cache_dir=tmp_path / "d", log=None) as failed:
+            raise KeyError("the model could not be built")
+    assert not failed.decoding and not list((tmp_path / "d").glob("*"))  # stopped, nothing partial left
+    with pytest.raises(RuntimeError, match="cancelled"):
+        failed.result()
+
+
+def test_prepare_returns_while_decoding_and_completes(phantom, tmp_path):
+    from benchmark.prepare import prepare
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(phantom, cache_dir=str(tmp_path / "c"))
+    data = prepare(cfg, log=None, decoded=False)
+    assert data.cache is None and data.images.shape[1:] == (cfg.image_size, cfg.image_size)
+    train_rows = data.splits["train"].rows
+    assert data.complete() is data and data.cache is not None
+    data.cache.wait()
+    again = prepare(cfg, log=None, decoded=False)  # the cache exists: nothing left to wait for
+    assert again.cache is not None and again.cache.seconds == 0.0
+    assert np.array_equal(np.asarray(again.images)[train_rows], np.asarray(data.images)[train_rows])
+    assert np.asarray(data.images)[train_rows].std() > 10  # real radiographs, not the reserved file's zeros
+    skipping = prepare(cfg.replace(cache_dir=str(tmp_path / "d"), skip_bad_images=True), log=None, decoded=False)
+    assert skipping.cache is not None  # bad images change the splits: it waits for them
