@@ -102,7 +102,11 @@ def _decode_to_file(path: str, files, start: int, size: int, resize: str, equali
     writes into the file's reserved space fill new page-cache pages several times faster than copies into a
     memory map of it (3.8 against 0.9 GB/s here), which are faulted in a page at a time."""
     image_bytes = size * size
-    buf = np.empty((max(1, min(len(files), WRITE_BYTES // image_bytes)), size, size), np.uint8)
+    shape = (max(1, min(len(files), WRITE_BYTES // image_bytes)), size, size)
+    if _BUFFER is not None and _BUFFER.size >= np.prod(shape):
+        buf = _BUFFER[:int(np.prod(shape))].reshape(shape)
+    else:
+        buf = np.empty(shape, np.uint8)
     bad = []
     fd = os.open(path, os.O_WRONLY)
     try:
@@ -123,11 +127,18 @@ def _decode_to_file(path: str, files, start: int, size: int, resize: str, equali
     return bad
 
 
+_BUFFER = None  # a decoder process's write buffer, touched at its start (threads allocate their own)
+
+
 def _init_decoder(ready=None) -> None:
-    """Once in each decoder process: one OpenCV thread (parallel over files, not inside one resize), and the
-    codecs loaded, so the first real image does not pay for it; then `ready` (a semaphore) is released."""
+    """Once in each decoder process: one OpenCV thread (parallel over files, not inside one resize), the codecs
+    loaded and the write buffer's memory touched, so the first real images do not pay for them (1-6 ms per
+    process here: a virtual machine may have handed the free memory back to its host); then `ready` (a
+    semaphore) is released."""
+    global _BUFFER
     cv2.setNumThreads(1)
     cv2.imdecode(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1], cv2.IMREAD_GRAYSCALE)
+    _BUFFER = np.ones(WRITE_BYTES, np.uint8)
     if ready is not None:
         ready.release()
 
@@ -337,6 +348,7 @@ class CacheBuild:
         self.cache, self.pool, self.tmp, self.meta = cache, pool, tmp, meta
         self.skip_bad, self.log, self.wait = skip_bad, log, wait
         self.futures, self.ends = [], []  # each decoding task, and the number of images done when it is
+        self.decoded_at = None  # when the last task ended (result() may be called much later)
         self.state = "decoding" if pool else "done"
         self.start = start
         self.cv2_threads = cv2.getNumThreads()
@@ -355,8 +367,13 @@ class CacheBuild:
         return self.cache.rows(files)
 
     def submit(self, end: int, fn, *args) -> None:
-        self.futures.append(self.pool.submit(fn, *args))
+        future = self.pool.submit(fn, *args)
+        future.add_done_callback(self._task_done)
+        self.futures.append(future)
         self.ends.append(end)
+
+    def _task_done(self, future) -> None:
+        self.decoded_at = time.perf_counter()
 
     def __enter__(self):
         return self
@@ -406,7 +423,7 @@ class CacheBuild:
         self._stop("done")
         self.pool.shutdown(wait=False)  # every task is done: the processes exit in the background
         cache = self.cache
-        cache.seconds = time.perf_counter() - self.start
+        cache.seconds = (self.decoded_at or time.perf_counter()) - self.start
         cache.bad = bad
         meta = dict(self.meta, bad=bad, seconds=cache.seconds)
         if bad and log:
