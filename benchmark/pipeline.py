@@ -66,7 +66,6 @@ def make_dataset(images: np.ndarray, rows: np.ndarray, targets: np.ndarray, batc
         idx = idx.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     idx = idx.batch(batch_size, drop_remainder=drop_remainder)
     order = bool(deterministic or not shuffle)  # set per map: the global option is a slow graph rewrite
-    shapes = ([None, size, size, 1], [None, n_labels])
     if images.nbytes <= IN_MEMORY_BYTES:
         all_images = tf.reshape(_as_tensor(images), [-1, size, size, 1])  # the same memory, seen as (N, S, S, 1)
         all_rows, all_targets = tf.constant(rows), tf.constant(targets)
@@ -74,6 +73,8 @@ def make_dataset(images: np.ndarray, rows: np.ndarray, targets: np.ndarray, batc
         def read(b):  # the fewest ops: tracing costs about 1 ms each, at every start of a pipeline
             return tf.gather(all_images, tf.gather(all_rows, b)), tf.gather(all_targets, b)
     else:
+        shapes = ([None, size, size, 1], [None, n_labels])
+
         def read(b):
             x, y = tf.numpy_function(gather, [b], (tf.uint8, tf.float32), stateful=False)
             return tf.ensure_shape(x, shapes[0]), tf.ensure_shape(y, shapes[1])
