@@ -29,7 +29,7 @@ import numpy as np
 from benchmark.errors import UserError
 from benchmark.images import BadImage, load_image
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: bilinear resizing when shrinking by less than 1/0.7
 
 
 def default_cache_dir() -> Path:

@@ -47,6 +47,19 @@ def test_aspect_preserving_crop_and_pad():
     assert pad[25, 25] == 255 and pad[25, 2] == 0
 
 
+def test_resize_is_bilinear_for_small_shrinks_and_area_below():
+    img = cv2.imdecode(np.fromfile(str(NIH / "00000129_000.png"), np.uint8), cv2.IMREAD_GRAYSCALE)  # a real 256 px radiograph
+    assert np.array_equal(resize_square(img, 224), cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR))
+    assert np.array_equal(resize_square(img, 100), cv2.resize(img, (100, 100), interpolation=cv2.INTER_AREA))
+    # why: shrinking by less than 1/0.7, bilinear is at least as close as INTER_AREA to an antialiased Lanczos resize
+    from PIL import Image
+
+    ref = np.asarray(Image.fromarray(img).resize((224, 224), Image.LANCZOS)).astype(float)
+    linear_err = np.abs(resize_square(img, 224).astype(float) - ref).mean()
+    area_err = np.abs(cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA).astype(float) - ref).mean()
+    assert linear_err <= area_err
+
+
 def test_bad_images_name_the_file(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(BadImage, match="broken.png is not a readable"):
