@@ -8,12 +8,15 @@ own preprocessing (see models/layers.py). Reads are batched gathers: from one te
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
 from benchmark.cache import IN_MEMORY_BYTES
 
-AUTOTUNE = tf.data.AUTOTUNE
+PARALLEL = os.cpu_count() or 1  # batches gathered at once
+PREFETCH = 4  # batches read ahead
 _TENSORS: dict = {}
 
 
@@ -79,12 +82,14 @@ def make_dataset(images: np.ndarray, rows: np.ndarray, targets: np.ndarray, batc
             x, y = tf.numpy_function(gather, [b], (tf.uint8, tf.float32), stateful=False)
             return tf.ensure_shape(x, shapes[0]), tf.ensure_shape(y, shapes[1])
     # plain TensorFlow ops: no AutoGraph conversion needed (saves its tracing time at every start)
-    ds = idx.map(tf.autograph.experimental.do_not_convert(read), num_parallel_calls=AUTOTUNE, deterministic=order)
+    ds = idx.map(tf.autograph.experimental.do_not_convert(read), num_parallel_calls=PARALLEL, deterministic=order)
     options = tf.data.Options()
     # tf.data's graph rewrites serialise the whole captured image tensor (0.25 s per 400 MB at the first
     # iterator) and gain nothing on this already-batched, already-parallel pipeline
     options.experimental_optimization.apply_default_optimizations = False
-    return ds.with_options(options).prefetch(AUTOTUNE)
+    # nor does autotuning: these fixed settings read cached epochs 1.3-1.5x faster here
+    options.autotune.enabled = False
+    return ds.with_options(options).prefetch(PREFETCH)
 
 
 def ten_crop(batch: tf.Tensor) -> tf.Tensor:

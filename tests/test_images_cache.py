@@ -276,6 +276,9 @@ def test_pipeline_shares_a_memory_map_and_reads_large_caches_batchwise(tmp_path,
     assert pairs() == expected
     x, y = pairs(shuffle=True, seed=2)
     assert sorted(zip(y, x)) == sorted(zip(*expected[::-1]))
+    options = pipeline.make_dataset(images, rows, targets, 2).options()
+    assert options.autotune.enabled is False  # fixed parallelism and read-ahead: faster here than autotuned
+    assert options.experimental_optimization.apply_default_optimizations is False
 
 
 def test_full_disk_is_an_error_and_no_fallocate_is_not(tmp_path, monkeypatch):
