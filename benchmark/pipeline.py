@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from benchmark.cache import IN_MEMORY_BYTES
 
-PARALLEL = os.cpu_count() or 1  # batches gathered at once
+# batches gathered at once: one per core this process may use
+PARALLEL = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 PREFETCH = 4  # batches read ahead
 _TENSORS: dict = {}
 

@@ -48,7 +48,7 @@ def test_aspect_preserving_crop_and_pad():
 
 
 def test_resize_is_bilinear_for_small_shrinks_and_area_below():
-    img = cv2.imdecode(np.fromfile(str(NIH / "00000129_000.png"), np.uint8), cv2.IMREAD_GRAYSCALE)  # a real 256 px radiograph
+    img = read_gray(str(NIH / "00000129_000.png"))  # a real 256 px radiograph
     assert np.array_equal(resize_square(img, 224), cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR))
     assert np.array_equal(resize_square(img, 100), cv2.resize(img, (100, 100), interpolation=cv2.INTER_AREA))
     # why: shrinking by less than 1/0.7, bilinear is at least as close as INTER_AREA to an antialiased Lanczos resize
