@@ -93,6 +93,11 @@ def _fingerprint(files, size: int, resize: str, equalize: str) -> tuple[str, lis
     return digest.hexdigest()[:20], bad
 
 
+def _bad_image_error(message: str, count: str = "") -> UserError:
+    """The error that stops a build at a bad image (`message` names it; `count` says how many there are)."""
+    return UserError(f"{message}; fix or remove it, or pass --skip-bad-images" + (f" ({count})" if count else ""))
+
+
 WRITE_BYTES = 4 << 20  # decoded images are written to the cache file in blocks of about this size
 
 
@@ -307,12 +312,10 @@ def begin_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
         stop_decoders()  # not needed
         meta = json.loads(meta_file.read_text())
         if meta["bad"] and not skip_bad:
-            raise UserError(f"{meta['bad'][0][1]}; fix or remove it, or pass --skip-bad-images "
-                            f"({len(meta['bad'])} bad image(s) in all)")
+            raise _bad_image_error(meta["bad"][0][1], f"{len(meta['bad'])} bad image(s) in all")
         return CacheBuild(ImageCache(final, files, size, meta["bad"], 0.0))
     if missing and not skip_bad:  # before decoding: the caller may not look at the result for a while
-        raise UserError(f"{missing[0]}; fix or remove it, or pass --skip-bad-images "
-                        f"({len(missing)} missing or empty image(s) in all)")
+        raise _bad_image_error(missing[0], f"{len(missing)} missing or empty image(s) in all")
     _remove_abandoned(cache_dir, key)
     tmp = cache_dir / f"{key}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -410,7 +413,7 @@ class CacheBuild:
             for done, fut in enumerate(self.futures, 1):
                 found = fut.result()
                 if found and not self.skip_bad:
-                    raise UserError(f"{found[0][1]}; fix or remove it, or pass --skip-bad-images")
+                    raise _bad_image_error(found[0][1])
                 bad.extend(found)
                 if log and len(self.futures) > 20 and done % max(1, len(self.futures) // 10) == 0:
                     log(f"  decoding images: {self.ends[done - 1]}/{len(files)}")
