@@ -17,6 +17,11 @@ setup() {
     return 0
   fi
   echo "setting up $VENV (TensorFlow and friends; a few minutes the first time) ..."
+  local free_mb
+  free_mb=$(df -Pm . | awk 'NR==2 {print $4}')
+  if [ -n "$free_mb" ] && [ "$free_mb" -lt 3500 ]; then
+    echo "warning: only ${free_mb} MB free on the disk holding $PWD; installing TensorFlow needs about 3.5 GB (free some space if pip fails with 'No space left on device')" >&2
+  fi
   if [ ! -x "$PY" ]; then
     local base="${PYTHON:-}"
     if [ -z "$base" ]; then
