@@ -125,7 +125,7 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
             runs["cache_build"].append(len(files) / cache.seconds)
             runs["first_pass"].append(n / (t2 - t0))
             if r < repeats - 1:  # the last one serves the cached epochs
-                del ds, cache
+                del ds, cache, build  # build holds the cache (its memory map) too
                 release_tensors()
                 gc.collect()  # TensorFlow's reference cycles hold the map: unmapped, deleting the folder frees it
                 previous = tmp / str(r)
