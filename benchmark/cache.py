@@ -135,12 +135,40 @@ def _decode_to_file(path: str, files, start: int, size: int, resize: str, equali
 _BUFFER = None  # a decoder process's write buffer, touched at its start (threads allocate their own)
 
 
-def _init_decoder(ready=None) -> None:
-    """Once in each decoder process: one OpenCV thread (parallel over files, not inside one resize), the codecs
-    loaded and the write buffer's memory touched, so the first real images do not pay for them (1-6 ms per
-    process here: a virtual machine may have handed the free memory back to its host); then `ready` (a
-    semaphore) is released."""
+OWNER_POLL_S = 0.5  # how often a decoder process checks that the process that started it still runs
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed process stays a zombie until its parent reaps it
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _exit_with(owner: int) -> None:
+    """Exit this decoder process once `owner` (the process that started it) is gone. A process pool's workers
+    outlive a parent that was killed (SIGTERM from a scheduler, SIGKILL from a sweep): the rest of their chunk of
+    images would be decoded for nobody, and then they would wait for work forever."""
+    while _owner_alive(owner):
+        time.sleep(OWNER_POLL_S)
+    os._exit(1)
+
+
+def _init_decoder(ready=None, owner: int | None = None) -> None:
+    """Once in each decoder process: a watch on the process that started it (see _exit_with), one OpenCV thread
+    (parallel over files, not inside one resize), the codecs loaded and the write buffer's memory touched, so
+    the first real images do not pay for them (1-6 ms per process here: a virtual machine may have handed the
+    free memory back to its host); then `ready` (a semaphore) is released."""
     global _BUFFER
+    if owner is not None:
+        threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
     cv2.setNumThreads(1)
     cv2.imdecode(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1], cv2.IMREAD_GRAYSCALE)
     _BUFFER = np.ones(WRITE_BYTES, np.uint8)
@@ -159,7 +187,7 @@ def _process_pool(workers: int, ready=None) -> ProcessPoolExecutor:
     """`workers` decoder processes from a fork server (not fork: the parent may run TensorFlow's threads)."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["benchmark.cache"])
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_decoder, initargs=(ready,))
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_decoder, initargs=(ready, os.getpid()))
 
 
 def start_decoders(workers: int | None = None) -> None:
@@ -251,9 +279,10 @@ def _reserve(path: Path, nbytes: int) -> None:
         fh.truncate(nbytes)  # file systems without fallocate
 
 
-def _remove_abandoned(cache_dir: Path, key: str) -> None:
-    """Delete the partial builds of this cache left by processes that no longer run (killed mid-build)."""
-    for partial in cache_dir.glob(f"{key}.partial-*"):
+def _remove_abandoned(cache_dir: Path) -> None:
+    """Delete the partial builds, of any cache, left by processes that no longer run (killed mid-build): one
+    can be as large as the cache it was to become."""
+    for partial in cache_dir.glob("*.partial-*"):
         try:
             os.kill(int(partial.name.rsplit("-", 1)[1]), 0)
         except ProcessLookupError:
@@ -316,7 +345,7 @@ def begin_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
         return CacheBuild(ImageCache(final, files, size, meta["bad"], 0.0))
     if missing and not skip_bad:  # before decoding: the caller may not look at the result for a while
         raise _bad_image_error(missing[0], f"{len(missing)} missing or empty image(s) in all")
-    _remove_abandoned(cache_dir, key)
+    _remove_abandoned(cache_dir)
     tmp = cache_dir / f"{key}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

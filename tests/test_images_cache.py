@@ -183,6 +183,39 @@ def test_started_decoders_are_used_by_the_next_build_then_stopped(tmp_path):
         pool.submit(abs, 1)
 
 
+def test_decoder_processes_exit_when_the_process_that_started_them_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from benchmark.cache import _owner_alive, _processes_possible
+
+    if not _processes_possible():
+        pytest.skip("decoder processes need a fork server and two cores")
+    script = ("from benchmark.cache import start_decoders, decoders_ready, _STARTED\n"
+              "import time\n"
+              "if __name__ == '__main__':\n"
+              "    start_decoders(2)\n"
+              "    decoders_ready()\n"
+              "    print(*_STARTED['pool']._processes, flush=True)\n"
+              "    time.sleep(60)\n")
+    (tmp_path / "owner.py").write_text(script)
+    owner = subprocess.Popen([sys.executable, str(tmp_path / "owner.py")], stdout=subprocess.PIPE, text=True,
+                             cwd=os.getcwd(), env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        decoders = [int(p) for p in owner.stdout.readline().split()]
+        assert len(decoders) == 2 and all(_owner_alive(p) for p in decoders)
+        owner.send_signal(signal.SIGKILL)  # no clean-up code of its own runs
+        owner.wait()
+        deadline = time.monotonic() + 10
+        while any(_owner_alive(p) for p in decoders) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_owner_alive(p) for p in decoders)
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 def test_work_spans_cover_every_image_once_largest_first():
     from benchmark.cache import _spans
 
@@ -243,10 +276,14 @@ def test_cache_usable_before_its_files_are_finished_and_abandoned_builds_removed
     files = _pngs(tmp_path, 6)
     abandoned = tmp_path / "c" / f"{cache_key(files, 16, 'crop', 'none')}.partial-999999999"  # no such process
     abandoned.mkdir(parents=True)
+    other_size = tmp_path / "c" / f"{cache_key(files, 32, 'crop', 'none')}.partial-999999999"
+    other_size.mkdir()
+    running = tmp_path / "c" / f"{cache_key(files, 64, 'crop', 'none')}.partial-{os.getpid()}"  # still being built
+    running.mkdir()
     cache = build_cache(files, 16, cache_dir=tmp_path / "c", log=None, wait=False)
     decoded = np.array(cache.images)  # readable at once
     cache.wait()
-    assert (cache.path / "meta.json").is_file() and not list((tmp_path / "c").glob("*.partial*"))
+    assert (cache.path / "meta.json").is_file() and list((tmp_path / "c").glob("*.partial*")) == [running]
     again = build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
     assert again.seconds == 0.0 and np.array_equal(np.asarray(again.images), decoded)
 
