@@ -253,12 +253,15 @@ def _decoder_pool(n_files: int, workers: int | None):
     return ThreadPoolExecutor(workers), workers
 
 
+SPAN_MAX = 256  # images in one chunk of work: a cancelled build waits for the chunks being decoded
+
+
 def _spans(n: int, workers: int) -> list:
-    """(start, end) of each chunk of work: large chunks first, shrinking to 4 images, so that all workers
-    finish together (fixed chunks left one core idle for up to a chunk at the end)."""
+    """(start, end) of each chunk of work: large chunks first (at most SPAN_MAX images), shrinking to 4 images,
+    so that all workers finish together (fixed chunks left one core idle for up to a chunk at the end)."""
     spans, i = [], 0
     while i < n:
-        step = max(4, (n - i) // (4 * workers))
+        step = max(4, min(SPAN_MAX, (n - i) // (4 * workers)))
         spans.append((i, min(n, i + step)))
         i += step
     return spans

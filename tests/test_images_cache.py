@@ -217,7 +217,7 @@ def test_decoder_processes_exit_when_the_process_that_started_them_is_killed(tmp
 
 
 def test_work_spans_cover_every_image_once_largest_first():
-    from benchmark.cache import _spans
+    from benchmark.cache import SPAN_MAX, _spans
 
     spans = _spans(1000, 2)
     assert spans[0] == (0, 125)  # an eighth: a quarter of each worker's share
@@ -225,6 +225,8 @@ def test_work_spans_cover_every_image_once_largest_first():
     sizes = [j - i for i, j in spans]
     assert sizes == sorted(sizes, reverse=True) and sizes[-2] == 4
     assert _spans(3, 2) == [(0, 3)] and _spans(0, 2) == []
+    big = _spans(200_000, 2)  # a cancelled build waits for at most one span per worker
+    assert big[0] == (0, SPAN_MAX) and max(j - i for i, j in big) == SPAN_MAX and big[-1][1] == 200_000
 
 
 def test_unreadable_image_and_cache_write_failure_are_clear_errors(tmp_path, monkeypatch):
