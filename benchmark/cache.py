@@ -16,6 +16,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -282,12 +283,22 @@ def _reserve(path: Path, nbytes: int) -> None:
         fh.truncate(nbytes)  # file systems without fallocate
 
 
+def _partial_name(key: str) -> str:
+    """The folder a cache is built in: named by the machine and process building it, so that another process
+    can tell an abandoned build from a running one (the cache folder may be shared by several machines)."""
+    return f"{key}.partial-{socket.gethostname()}-{os.getpid()}"
+
+
 def _remove_abandoned(cache_dir: Path) -> None:
-    """Delete the partial builds, of any cache, left by processes that no longer run (killed mid-build): one
-    can be as large as the cache it was to become."""
+    """Delete the partial builds, of any cache, left by processes of this machine that no longer run (killed
+    mid-build): one can be as large as the cache it was to become."""
+    here = socket.gethostname()
     for partial in cache_dir.glob("*.partial-*"):
+        host, _, pid = partial.name.split(".partial-", 1)[1].rpartition("-")
+        if host != here:
+            continue
         try:
-            os.kill(int(partial.name.rsplit("-", 1)[1]), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(partial, ignore_errors=True)
         except (ValueError, PermissionError):
@@ -349,7 +360,7 @@ def begin_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
     if missing and not skip_bad:  # before decoding: the caller may not look at the result for a while
         raise _bad_image_error(missing[0], f"{len(missing)} missing or empty image(s) in all")
     _remove_abandoned(cache_dir)
-    tmp = cache_dir / f"{key}.partial-{os.getpid()}"
+    tmp = cache_dir / _partial_name(key)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     start = time.perf_counter()

@@ -273,19 +273,27 @@ def test_cache_complete_when_the_file_system_takes_short_writes(tmp_path, monkey
 
 
 def test_cache_usable_before_its_files_are_finished_and_abandoned_builds_removed(tmp_path):
+    import socket
+
     from benchmark.cache import cache_key
 
     files = _pngs(tmp_path, 6)
-    abandoned = tmp_path / "c" / f"{cache_key(files, 16, 'crop', 'none')}.partial-999999999"  # no such process
-    abandoned.mkdir(parents=True)
-    other_size = tmp_path / "c" / f"{cache_key(files, 32, 'crop', 'none')}.partial-999999999"
-    other_size.mkdir()
-    running = tmp_path / "c" / f"{cache_key(files, 64, 'crop', 'none')}.partial-{os.getpid()}"  # still being built
-    running.mkdir()
+    host = socket.gethostname()
+
+    def partial(size, host, pid):
+        folder = tmp_path / "c" / f"{cache_key(files, size, 'crop', 'none')}.partial-{host}-{pid}"
+        folder.mkdir(parents=True)
+        return folder
+
+    partial(16, host, 999999999)  # no such process
+    partial(32, host, 999999999)  # another cache's
+    running = partial(64, host, os.getpid())  # still being built
+    elsewhere = partial(48, "another-machine.example.org", 999999999)  # a shared folder: not ours to judge
     cache = build_cache(files, 16, cache_dir=tmp_path / "c", log=None, wait=False)
     decoded = np.array(cache.images)  # readable at once
     cache.wait()
-    assert (cache.path / "meta.json").is_file() and list((tmp_path / "c").glob("*.partial*")) == [running]
+    assert (cache.path / "meta.json").is_file()
+    assert sorted((tmp_path / "c").glob("*.partial*")) == sorted([running, elsewhere])
     again = build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
     assert again.seconds == 0.0 and np.array_equal(np.asarray(again.images), decoded)
 
