@@ -295,7 +295,7 @@ def _remove_abandoned(cache_dir: Path) -> None:
     here = socket.gethostname()
     for partial in cache_dir.glob("*.partial-*"):
         host, _, pid = partial.name.split(".partial-", 1)[1].rpartition("-")
-        if host != here:
+        if host and host != here:  # no host: named by an earlier version, which ran here
             continue
         try:
             os.kill(int(pid), 0)

@@ -287,6 +287,7 @@ def test_cache_usable_before_its_files_are_finished_and_abandoned_builds_removed
 
     partial(16, host, 999999999)  # no such process
     partial(32, host, 999999999)  # another cache's
+    (tmp_path / "c" / f"{cache_key(files, 24, 'crop', 'none')}.partial-999999999").mkdir()  # an earlier version's
     running = partial(64, host, os.getpid())  # still being built
     elsewhere = partial(48, "another-machine.example.org", 999999999)  # a shared folder: not ours to judge
     cache = build_cache(files, 16, cache_dir=tmp_path / "c", log=None, wait=False)
