@@ -139,7 +139,8 @@ _BUFFER = None  # a decoder process's write buffer, touched at its start (thread
 OWNER_POLL_S = 0.5  # how often a decoder process checks that the process that started it still runs
 
 
-def _owner_alive(pid: int) -> bool:
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine runs (a zombie does not; one we may not signal does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -157,19 +158,18 @@ def _exit_with(owner: int) -> None:
     """Exit this decoder process once `owner` (the process that started it) is gone. A process pool's workers
     outlive a parent that was killed (SIGTERM from a scheduler, SIGKILL from a sweep): the rest of their chunk of
     images would be decoded for nobody, and then they would wait for work forever."""
-    while _owner_alive(owner):
+    while _process_alive(owner):
         time.sleep(OWNER_POLL_S)
     os._exit(1)
 
 
-def _init_decoder(ready=None, owner: int | None = None) -> None:
+def _init_decoder(ready, owner: int) -> None:
     """Once in each decoder process: a watch on the process that started it (see _exit_with), one OpenCV thread
     (parallel over files, not inside one resize), the codecs loaded and the write buffer's memory touched, so
     the first real images do not pay for them (1-6 ms per process here: a virtual machine may have handed the
     free memory back to its host); then `ready` (a semaphore) is released."""
     global _BUFFER
-    if owner is not None:
-        threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
+    threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
     cv2.setNumThreads(1)
     cv2.imdecode(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1], cv2.IMREAD_GRAYSCALE)
     _BUFFER = np.ones(WRITE_BYTES, np.uint8)
@@ -297,12 +297,8 @@ def _remove_abandoned(cache_dir: Path) -> None:
         host, _, pid = partial.name.split(".partial-", 1)[1].rpartition("-")
         if host and host != here:  # no host: named by an earlier version, which ran here
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
 
 
 def _sync(path: Path) -> None:

@@ -188,7 +188,7 @@ def test_decoder_processes_exit_when_the_process_that_started_them_is_killed(tmp
     import subprocess
     import sys
 
-    from benchmark.cache import _owner_alive, _processes_possible
+    from benchmark.cache import _process_alive, _processes_possible
 
     if not _processes_possible():
         pytest.skip("decoder processes need a fork server and two cores")
@@ -204,13 +204,13 @@ def test_decoder_processes_exit_when_the_process_that_started_them_is_killed(tmp
                              cwd=os.getcwd(), env=dict(os.environ, PYTHONPATH=os.getcwd()))
     try:
         decoders = [int(p) for p in owner.stdout.readline().split()]
-        assert len(decoders) == 2 and all(_owner_alive(p) for p in decoders)
+        assert len(decoders) == 2 and all(_process_alive(p) for p in decoders)
         owner.send_signal(signal.SIGKILL)  # no clean-up code of its own runs
         owner.wait()
         deadline = time.monotonic() + 10
-        while any(_owner_alive(p) for p in decoders) and time.monotonic() < deadline:
+        while any(_process_alive(p) for p in decoders) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_owner_alive(p) for p in decoders)
+        assert not any(_process_alive(p) for p in decoders)
     finally:
         owner.kill()
         owner.wait()
