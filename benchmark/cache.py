@@ -33,6 +33,13 @@ from benchmark.images import BadImage, load_image
 CACHE_VERSION = 2  # 2: bilinear resizing when shrinking by less than 1/0.7
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a scheduler's CPU affinity, as under SLURM, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("CXR_BENCH_CACHE", Path.home() / ".cache" / "cxr-bench"))
 
@@ -181,7 +188,7 @@ _STARTED: dict = {}  # the decoder processes start_decoders() started: {"pool", 
 
 
 def _processes_possible() -> bool:
-    return (os.cpu_count() or 1) > 1 and "forkserver" in mp.get_all_start_methods()
+    return usable_cores() > 1 and "forkserver" in mp.get_all_start_methods()
 
 
 def _process_pool(workers: int, ready=None) -> ProcessPoolExecutor:
@@ -198,7 +205,7 @@ def start_decoders(workers: int | None = None) -> None:
     processes cannot be used."""
     if _STARTED or not _processes_possible():
         return
-    workers = workers or os.cpu_count()
+    workers = workers or usable_cores()
     ready = mp.get_context("forkserver").Semaphore(0)
     pool = _process_pool(workers, ready)
 
@@ -248,9 +255,9 @@ def _decoder_pool(n_files: int, workers: int | None):
     if started:
         return started["pool"], started["workers"]
     if n_files >= PROCESS_MIN_IMAGES and _processes_possible():
-        workers = workers or os.cpu_count()
+        workers = workers or usable_cores()
         return _process_pool(workers), workers
-    workers = workers or 2 * (os.cpu_count() or 1)  # two per core hide file reads behind decoding
+    workers = workers or 2 * usable_cores()  # two per core hide file reads behind decoding
     return ThreadPoolExecutor(workers), workers
 
 

@@ -32,7 +32,9 @@ def _decode_chunk(args) -> int:
 
 def decode_limit(files, size: int, workers: int | None = None) -> float:
     """Images/s of the same decode and resize in plain OpenCV, one process per core."""
-    workers = workers or os.cpu_count() or 1
+    from benchmark.cache import usable_cores
+
+    workers = workers or usable_cores()
     chunks = [files[i::workers * 4] for i in range(workers * 4)]
     # not fork: a child forked from this process (TensorFlow loaded) runs slower, on copy-on-write faults
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"

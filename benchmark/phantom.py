@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmark.cache import usable_cores
 from benchmark.datasets import PHANTOM_MARKER
 from benchmark.errors import UserError
 from benchmark.label_stats import load_label_stats
@@ -457,7 +458,7 @@ def make_phantom(out: str | os.PathLike, n: int = 2000, size: int = 128, seed: i
         rows[part].append({"Path": r["path"], "Sex": r["sex"], "Age": r["age"],
                            "Frontal/Lateral": r["view"].capitalize(), "AP/PA": r["projection"],
                            **{name: labels[j] for j, name in enumerate(CHEXPERT_14)}})
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     chunks = [plan[i:i + 64] for i in range(0, len(plan), 64)]
     jobs = [(str(tmp), size, seed, c) for c in chunks]
     made_dirs = set()

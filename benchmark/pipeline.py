@@ -8,15 +8,12 @@ own preprocessing (see models/layers.py). Reads are batched gathers: from one te
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
-from benchmark.cache import IN_MEMORY_BYTES
+from benchmark.cache import IN_MEMORY_BYTES, usable_cores
 
-# batches gathered at once: one per core this process may use
-PARALLEL = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+PARALLEL = usable_cores()  # batches gathered at once
 PREFETCH = 4  # batches read ahead
 _TENSORS: dict = {}
 

@@ -216,6 +216,20 @@ def test_decoder_processes_exit_when_the_process_that_started_them_is_killed(tmp
         owner.wait()
 
 
+def test_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    from benchmark import cache
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # a scheduler's share of a larger machine
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(cache, "_STARTED", {})  # no decoders started by an earlier test
+    assert cache.usable_cores() == 3
+    pool, workers = cache._decoder_pool(10, None)  # a small set: threads, two per usable core
+    pool.shutdown()
+    assert workers == 6
+
+
 def test_work_spans_cover_every_image_once_largest_first():
     from benchmark.cache import SPAN_MAX, _spans
 
