@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.datasets import load_table
-from benchmark.policies import training_targets
+from benchmark.data.load import load_table
+from benchmark.data.policies import training_targets
 
 
 def inspect_table(dataset: str, csv, data_root=None, policy="mixed", blank="negative", all_views=False,

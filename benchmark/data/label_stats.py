@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.labels import CHEXPERT_14
+from benchmark.data.labels import CHEXPERT_14
 
 STATS_FILE = Path(__file__).with_name("resources") / "chexpert_label_stats.json"
 

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from benchmark.config import Config
-from benchmark.data_inspect import inspect_table
-from benchmark.datasets import assign_splits, load_dataset, load_table
+from benchmark.data.inspect import inspect_table
+from benchmark.data.load import assign_splits, load_dataset, load_table
 from benchmark.errors import UserError
-from benchmark.labels import CHEXPERT_14, NIH_14
-from tests.conftest import CHEXPERT_META, NIH_META, NIH_SAMPLE, needs_shared, run_cli
+from benchmark.data.labels import CHEXPERT_14, NIH_14
+from tests.helpers import CHEXPERT_META, NIH_META, NIH_SAMPLE, needs_shared, run_cli
 
 
 def write_chexpert(folder, rows, name="train.csv"):

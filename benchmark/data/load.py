@@ -1,0 +1,85 @@
+"""From a label file (or a Config) to a split `Dataset`, through the format table (pandas only: no images, no
+TensorFlow)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.data.formats import LoadOptions, default_csv, get_format
+from benchmark.data.splits import check_leakage, patient_split, subsample_patients
+from benchmark.data.table import PHANTOM_MARKER, Dataset
+from benchmark.errors import UserError
+
+
+def load_table(dataset: str, csv: str | os.PathLike, data_root: str | os.PathLike | None = None,
+               valid_csv: str | os.PathLike | None = None, views: str = "frontal", projections=None,
+               need_files: bool = True, path_column: str = "Path", patient_column: str | None = None,
+               split_column: str | None = None, labels="all", include_valid: bool = True) -> Dataset:
+    """Read a label file (and, with `include_valid`, CheXpert's valid.csv beside it) into a Dataset with the view
+    filter applied and no split yet."""
+    fmt = get_format(dataset)
+    csv = Path(csv)
+    if data_root is not None:
+        root = Path(data_root)
+        if not root.is_dir():
+            raise UserError(f"data root {root} does not exist or is not a folder")
+    else:
+        root = csv.parent
+    root = root.resolve()
+    synthetic = fmt.synthetic or (root / PHANTOM_MARKER).is_file() or (csv.parent / PHANTOM_MARKER).is_file()
+    options = LoadOptions(valid_csv=Path(valid_csv) if valid_csv else None, include_valid=include_valid,
+                          need_files=need_files, path_column=path_column, patient_column=patient_column,
+                          split_column=split_column, labels=labels)
+    frame, all_labels = fmt.load()(csv, root, options)
+    if views == "frontal":
+        frame = frame[frame["view"] == "frontal"]
+    if projections:
+        frame = frame[frame["projection"].isin([str(p) for p in projections])]
+    if frame.empty:
+        raise UserError(f"{csv}: no images left after filtering (views={views}, projections={projections}); "
+                        f"use --all-views or another projection filter")
+    return Dataset(kind=dataset, frame=frame.reset_index(drop=True), labels=tuple(all_labels), source=str(csv),
+                   root=root, synthetic=synthetic)
+
+
+def assign_splits(ds: Dataset, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
+    """Fill in the parts the download does not define, by patient; then refuse any patient in two parts."""
+    frame = ds.frame.copy()
+    has_val = (frame["split"] == "val").any()
+    has_test = (frame["split"] == "test").any()
+    pool = frame["split"] == "train"
+    fractions = {}
+    if not has_val:
+        fractions["val"] = val_fraction
+    if not has_test:
+        fractions["test"] = test_fraction
+    if fractions:
+        frame.loc[pool, "split"] = patient_split(frame.loc[pool, "patient"], fractions, seed)
+    source = frame.attrs.get("user_split") or frame.attrs.get("official_test") or "the split"
+    check_leakage(frame, source)
+    return Dataset(ds.kind, frame, ds.labels, ds.source, ds.root, ds.synthetic)
+
+
+def load_dataset(cfg, need_files: bool = True) -> tuple[Dataset, tuple]:
+    """Load, filter and split the data set a Config names; returns the Dataset and the labels trained."""
+    from benchmark.data.labels import resolve_label_set
+
+    if cfg.data_root is None and cfg.train_csv is None:
+        raise UserError(f"dataset {cfg.dataset} needs --data-root (the folder of the download) or train_csv")
+    root = Path(cfg.data_root) if cfg.data_root else None
+    csv = Path(cfg.train_csv) if cfg.train_csv else default_csv(cfg.dataset, root)
+    ds = load_table(cfg.dataset, csv, root, cfg.valid_csv, cfg.views, cfg.projections, need_files,
+                    cfg.path_column, cfg.patient_column, cfg.split_column, cfg.labels)
+    ds = assign_splits(ds, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    if cfg.max_train_images:
+        train = subsample_patients(ds.split("train"), cfg.max_train_images, cfg.split_seed)
+        ds.frame = pd.concat([train, ds.frame[ds.frame["split"] != "train"]]).reset_index(drop=True)
+    labels = resolve_label_set(cfg.labels, ds.labels)
+    for part in ("train", "val", "test"):
+        if ds.split(part).empty:
+            raise UserError(f"{ds.source}: the {part} split is empty ({len(ds.frame)} images in all); "
+                            f"use more data or change val_fraction / test_fraction")
+    return ds, labels

@@ -1,0 +1,124 @@
+"""Writing the phantom: patients, studies and views planned in CheXpert's proportions, rendered in parallel, and
+written as ``CheXpert-v1.0-small/{train,valid}/patient*/study*/view*_{frontal,lateral}.jpg`` with ``train.csv`` and
+``valid.csv`` in CheXpert's format."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmark.data.label_stats import load_label_stats
+from benchmark.data.labels import CHEXPERT_14
+from benchmark.data.phantom.anatomy import Anatomy
+from benchmark.data.phantom.labels import sample_labels, truth_from_labels
+from benchmark.data.phantom.render import expose, render_frontal, render_lateral
+from benchmark.data.table import PHANTOM_MARKER
+from benchmark.decoders import usable_cores
+from benchmark.errors import UserError
+
+FOLDER = "CheXpert-v1.0-small"
+
+
+def _plan(n: int, seed: int, stats: dict) -> list[dict]:
+    """Patients, studies and views for n images, in the proportions of CheXpert."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    patient = 0
+    while len(rows) < n:
+        patient += 1
+        studies = 1 + min(int(rng.geometric(1 / 1.9)) - 1, 6)
+        age = int(np.clip(rng.normal(stats["age_mean"], stats["age_sd"]), 18, 90))
+        sex = "Female" if rng.random() < stats["female_share"] else "Male"
+        for study in range(1, studies + 1):
+            views = ["frontal"] + (["lateral"] if rng.random() < stats["lateral_share"] / (1 - stats["lateral_share"]) else [])
+            for v, view in enumerate(views, 1):
+                rows.append({"patient": patient, "study": study, "view": view, "index": v, "age": age, "sex": sex,
+                             "projection": ("AP" if rng.random() < stats["ap_share"] else "PA") if view == "frontal" else ""})
+    return rows[:n]
+
+
+def _render_chunk(args) -> list[tuple[str, bytes]]:
+    root, size, seed, items = args
+    out = []
+    for item in items:
+        rng = np.random.default_rng([seed, item["patient"], item["study"], item["index"]])
+        anatomy = Anatomy(np.random.default_rng([seed, item["patient"]]), size)
+        strength = np.asarray(item["strength"], np.float32)
+        if item["view"] == "frontal":
+            img = render_frontal(strength, anatomy, rng)
+        else:
+            img = render_lateral(strength, anatomy, rng)
+        ok, buf = cv2.imencode(".jpg", expose(img, rng, item["projection"] or "PA"), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        out.append((item["path"], buf.tobytes()))
+    return out
+
+
+def make_phantom(out: str | os.PathLike, n: int = 2000, size: int = 128, seed: int = 0, valid_share: float = 0.1,
+                 workers: int | None = None) -> dict:
+    """Write the phantom into OUT/CheXpert-v1.0-small. The valid set's labels are the panel's (no uncertainty)."""
+    import pandas as pd
+
+    if n < 20:
+        raise UserError(f"make-phantom --n {n}: use at least 20 images")
+    if size < 32:
+        raise UserError(f"make-phantom --size {size}: use at least 32 px")
+    start = time.perf_counter()
+    stats = load_label_stats()
+    root = Path(out) / FOLDER
+    tmp = Path(out) / (FOLDER + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    plan = _plan(n, seed, stats)
+    rng = np.random.default_rng(seed + 1)
+    # one set of labels per study: frontal and lateral views of a study share their findings
+    study_keys = sorted({(r["patient"], r["study"]) for r in plan})
+    raw = sample_labels(len(study_keys), rng, stats)
+    strength, panel = truth_from_labels(raw, rng)
+    by_study = {k: i for i, k in enumerate(study_keys)}
+    patients = sorted({r["patient"] for r in plan})
+    n_valid = max(2, int(round(valid_share * len(patients))))
+    valid_patients = set(patients[-n_valid:])
+    rows = {"train": [], "valid": []}
+    for r in plan:
+        part = "valid" if r["patient"] in valid_patients else "train"
+        r["path"] = f"{FOLDER}/{part}/patient{r['patient']:05d}/study{r['study']}/view{r['index']}_{r['view']}.jpg"
+        i = by_study[(r["patient"], r["study"])]
+        r["strength"] = strength[i].tolist()
+        labels = panel[i] if part == "valid" else raw[i]
+        rows[part].append({"Path": r["path"], "Sex": r["sex"], "Age": r["age"],
+                           "Frontal/Lateral": r["view"].capitalize(), "AP/PA": r["projection"],
+                           **{name: labels[j] for j, name in enumerate(CHEXPERT_14)}})
+    workers = workers or usable_cores()
+    chunks = [plan[i:i + 64] for i in range(0, len(plan), 64)]
+    jobs = [(str(tmp), size, seed, c) for c in chunks]
+    made_dirs = set()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for result in pool.map(_render_chunk, jobs):
+            for path, data in result:
+                target = tmp / path.split("/", 1)[1]
+                if target.parent not in made_dirs:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made_dirs.add(target.parent)
+                target.write_bytes(data)
+    for part, part_rows in rows.items():
+        frame = pd.DataFrame(part_rows)
+        frame.to_csv(tmp / f"{part}.csv", index=False, float_format="%.1f")
+    (tmp / PHANTOM_MARKER).write_text(
+        "SYNTHETIC DATA. This folder is the cxr-bench phantom: procedurally rendered images that imitate chest "
+        f"radiographs, with labels sampled at CheXpert's rates. Not real patients. n={n} size={size} seed={seed}\n")
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    seconds = time.perf_counter() - start
+    return {"root": str(root), "images": len(plan), "patients": len(patients), "seconds": seconds,
+            "images_per_s": len(plan) / seconds}
+
+
+def phantom_is_complete(root: str | os.PathLike) -> bool:
+    root = Path(root)
+    return (root / PHANTOM_MARKER).is_file() and (root / "train.csv").is_file() and (root / "valid.csv").is_file()
