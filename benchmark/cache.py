@@ -5,7 +5,7 @@ A cache is a folder named by a hash of its inputs (each file's path, size and mo
 resize and equalisation modes), so any change to them makes a new cache. It holds ``images.u8`` (a raw N x S x S
 uint8 array that other processes read through a memory map, never loaded whole), ``files.txt`` and ``meta.json``;
 it is written in a ``.partial`` folder, made durable and renamed when complete, so an interrupted build is never
-mistaken for a finished one.
+mistaken for a finished one. The processes that decode live in `benchmark.decoders`.
 """
 
 from __future__ import annotations
@@ -13,31 +13,22 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
 import socket
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from benchmark.decoders import decode_to_file, decoder_pool, process_alive, spans, stop_decoders
 from benchmark.errors import UserError
-from benchmark.images import BadImage, load_image
 
 CACHE_VERSION = 2  # 2: bilinear resizing when shrinking by less than 1/0.7
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a scheduler's CPU affinity, as under SLURM, not the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def default_cache_dir() -> Path:
@@ -47,7 +38,6 @@ def default_cache_dir() -> Path:
 # Caches up to this size are gathered by the pipeline from one tensor over the whole memory map; larger ones
 # (CheXpert at 320 px is ~20 GB) are read batch by batch.
 IN_MEMORY_BYTES = 2 << 30
-PROCESS_MIN_IMAGES = 2000  # without start_decoders(), sets this large are decoded by processes, smaller by threads
 
 
 @dataclass
@@ -106,175 +96,6 @@ def _bad_image_error(message: str, count: str = "") -> UserError:
     return UserError(f"{message}; fix or remove it, or pass --skip-bad-images" + (f" ({count})" if count else ""))
 
 
-WRITE_BYTES = 4 << 20  # decoded images are written to the cache file in blocks of about this size
-
-
-def _decode_to_file(path: str, files, start: int, size: int, resize: str, equalize: str):
-    """Decode `files` into rows start... of the cache file; returns the (row, message) of each bad image (left
-    black). Images are decoded into a small reused buffer that is written to the file a block at a time: large
-    writes into the file's reserved space fill new page-cache pages several times faster than copies into a
-    memory map of it (3.8 against 0.9 GB/s here), which are faulted in a page at a time."""
-    image_bytes = size * size
-    per_block = max(1, min(len(files), WRITE_BYTES // image_bytes))
-    if _BUFFER is not None and _BUFFER.size >= per_block * image_bytes:
-        buf = _BUFFER[:per_block * image_bytes].reshape(per_block, size, size)
-    else:
-        buf = np.empty((per_block, size, size), np.uint8)
-    bad = []
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        for lo in range(0, len(files), len(buf)):
-            block = files[lo:lo + len(buf)]
-            for i, f in enumerate(block):
-                try:
-                    buf[i] = load_image(f, size, resize, equalize)
-                except BadImage as exc:
-                    bad.append((start + lo + i, str(exc)))
-                    buf[i] = 0
-            data, offset = memoryview(buf[:len(block)]).cast("B"), (start + lo) * image_bytes
-            while data:
-                written = os.pwrite(fd, data, offset)
-                data, offset = data[written:], offset + written
-    finally:
-        os.close(fd)
-    return bad
-
-
-_BUFFER = None  # a decoder process's write buffer, touched at its start (threads allocate their own)
-
-
-OWNER_POLL_S = 0.5  # how often a decoder process checks that the process that started it still runs
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether process `pid` of this machine runs (a zombie does not; one we may not signal does)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process stays a zombie until its parent reaps it
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _exit_with(owner: int) -> None:
-    """Exit this decoder process once `owner` (the process that started it) is gone. A process pool's workers
-    outlive a parent that was killed (SIGTERM from a scheduler, SIGKILL from a sweep): the rest of their chunk of
-    images would be decoded for nobody, and then they would wait for work forever."""
-    while _process_alive(owner):
-        time.sleep(OWNER_POLL_S)
-    os._exit(1)
-
-
-def _init_decoder(ready, owner: int) -> None:
-    """Once in each decoder process: a watch on the process that started it (see _exit_with), one OpenCV thread
-    (parallel over files, not inside one resize), the codecs loaded and the write buffer's memory touched, so
-    the first real images do not pay for them (1-6 ms per process here: a virtual machine may have handed the
-    free memory back to its host); then `ready` (a semaphore) is released."""
-    global _BUFFER
-    threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
-    cv2.setNumThreads(1)
-    cv2.imdecode(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1], cv2.IMREAD_GRAYSCALE)
-    _BUFFER = np.ones(WRITE_BYTES, np.uint8)
-    if ready is not None:
-        ready.release()
-
-
-_STARTED: dict = {}  # the decoder processes start_decoders() started: {"pool", "workers", "ready"}
-
-
-def _processes_possible() -> bool:
-    return usable_cores() > 1 and "forkserver" in mp.get_all_start_methods()
-
-
-def _process_pool(workers: int, ready=None) -> ProcessPoolExecutor:
-    """`workers` decoder processes from a fork server (not fork: the parent may run TensorFlow's threads)."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["benchmark.cache"])
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_decoder, initargs=(ready, os.getpid()))
-
-
-def start_decoders(workers: int | None = None) -> None:
-    """Start the decoder processes in the background, one per core, so that their start-up (about 0.2 s)
-    overlaps what a command does before it builds a cache (reading the data set's CSV, checking its files).
-    The next build_cache uses them, whatever the number of images, and stops them when it is done. No-op where
-    processes cannot be used."""
-    if _STARTED or not _processes_possible():
-        return
-    workers = workers or usable_cores()
-    ready = mp.get_context("forkserver").Semaphore(0)
-    pool = _process_pool(workers, ready)
-
-    def start():
-        # The pool starts a process for each task that finds none idle. A finished task does not mean that every
-        # process is up (one may run them all while another is still starting): each releases `ready` when it is.
-        try:
-            for _ in range(workers):
-                pool.submit(os.getpid)
-        except RuntimeError:  # stopped already
-            return
-        for _ in range(workers):
-            if not ready.acquire(timeout=60):
-                break
-
-    thread = threading.Thread(target=start, name="decoder-start", daemon=True)
-    thread.start()
-    _STARTED.update(pool=pool, workers=workers, ready=thread)
-
-
-def decoders_ready() -> None:
-    """Block until the processes start_decoders() started are running (for benchmarks)."""
-    if _STARTED:
-        _STARTED["ready"].join()
-
-
-def _take_started():
-    started = dict(_STARTED)
-    _STARTED.clear()
-    return started
-
-
-def stop_decoders(wait: bool = False) -> None:
-    """Stop the processes start_decoders() started, if no build has used them (nothing to decode, or an error).
-    Pass `wait` when this process is about to exit: a decoder still starting then would fail, with a traceback,
-    to open the pool's semaphores that the exit removes."""
-    started = _take_started()
-    if started:
-        started["pool"].shutdown(wait=wait, cancel_futures=True)
-
-
-def _decoder_pool(n_files: int, workers: int | None):
-    """The started decoder processes if there are any; else one process per core for large sets, threads for
-    small ones (threads decode about 15 % slower, which outweighs a process pool's start-up only on large
-    sets)."""
-    started = _take_started()
-    if started:
-        return started["pool"], started["workers"]
-    if n_files >= PROCESS_MIN_IMAGES and _processes_possible():
-        workers = workers or usable_cores()
-        return _process_pool(workers), workers
-    workers = workers or 2 * usable_cores()  # two per core hide file reads behind decoding
-    return ThreadPoolExecutor(workers), workers
-
-
-SPAN_MAX = 256  # images in one chunk of work: a cancelled build waits for the chunks being decoded
-
-
-def _spans(n: int, workers: int) -> list:
-    """(start, end) of each chunk of work: large chunks first (at most SPAN_MAX images), shrinking to 4 images,
-    so that all workers finish together (fixed chunks left one core idle for up to a chunk at the end)."""
-    spans, i = [], 0
-    while i < n:
-        step = max(4, min(SPAN_MAX, (n - i) // (4 * workers)))
-        spans.append((i, min(n, i + step)))
-        i += step
-    return spans
-
-
 def _reserve(path: Path, nbytes: int) -> None:
     """Create the image file with its space allocated where the file system can, so that a full disk is an
     error before any image is decoded (elsewhere, the write that finds it is)."""
@@ -304,7 +125,7 @@ def _remove_abandoned(cache_dir: Path) -> None:
         host, _, pid = partial.name.split(".partial-", 1)[1].rpartition("-")
         if host and host != here:  # no host: named by an earlier version, which ran here
             continue
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
 
 
@@ -375,13 +196,13 @@ def begin_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
         raise UserError(f"cannot make the image cache in {cache_dir} ({int(np.prod(shape)) >> 20} MB): {exc}; "
                         "free space there or set cache_dir (or CXR_BENCH_CACHE) to another folder") from None
     path = str(tmp / "images.u8")
-    pool, workers = _decoder_pool(len(files), workers)
+    pool, workers = decoder_pool(len(files), workers)
     cache = ImageCache(final, files, size, [], array=np.memmap(path, dtype=np.uint8, mode="r+", shape=shape))
     meta = {"version": CACHE_VERSION, "size": size, "resize": resize, "equalize": equalize, "images": len(files)}
     build = CacheBuild(cache, pool=pool, tmp=tmp, meta=meta, skip_bad=skip_bad, log=log, wait=wait, start=start)
     try:
-        for i, j in _spans(len(files), workers):
-            build.submit(j, _decode_to_file, path, files[i:j], i, size, resize, equalize)
+        for i, j in spans(len(files), workers):
+            build.submit(j, decode_to_file, path, files[i:j], i, size, resize, equalize)
     except BaseException:
         build.cancel()
         raise

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from benchmark.cache import IN_MEMORY_BYTES, usable_cores
+from benchmark.cache import IN_MEMORY_BYTES
+from benchmark.decoders import usable_cores
 
 PARALLEL = usable_cores()  # batches gathered at once
 PREFETCH = 4  # batches read ahead
