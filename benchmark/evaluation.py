@@ -1,44 +1,84 @@
-"""`evaluate` (recompute predictions and metrics of a trained run) and `predict` (probabilities, findings and
-Grad-CAM for image files), both from a run directory."""
+"""Scoring trained models: `finish_run` (after training: predictions for val and test, thresholds chosen on val,
+metrics, timing, Grad-CAM, then status done), `evaluate` (predict a split again, optionally with TenCrop) and
+`predict` (probabilities, findings and Grad-CAM for image files). Nothing here trains."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.config import config_from_dict
 from benchmark.errors import UserError
-from benchmark.rundir import read_json, write_csv, write_json
+from benchmark.inference import load_model, predict_probs, predictions_frame
+from benchmark.rundir import (CONFIG, GRADCAM, METRICS, MODEL, THRESHOLDS, TIMING, predictions_file, read_config,
+                              read_json, write_csv, write_json, write_status)
+
+
+def finish_run(cfg, run_dir: Path, model, data, state, flops: int, steps: int, log) -> dict:
+    """Predictions for val and test, thresholds from val, metrics, timing and Grad-CAM; then status done."""
+    from reports.metrics import choose_thresholds, compute_metrics
+
+    images = data.cache.images
+    labels = list(data.labels)
+    probs = {}
+    for name in ("val", "test"):
+        split = data.splits[name]
+        probs[name] = predict_probs(model, images, split.rows, cfg.batch_size)
+        if name == "test":
+            t0 = time.perf_counter()  # second pass: without tracing
+            predict_probs(model, images, split.rows, cfg.batch_size)
+            infer_ms = 1000 * (time.perf_counter() - t0) / max(1, len(split.rows))
+        write_csv(run_dir / predictions_file(name), predictions_frame(split, labels, probs[name]))
+    test = data.splits["test"]
+    thresholds = choose_thresholds(data.splits["val"].truth, probs["val"], labels)
+    write_json(run_dir / THRESHOLDS, {"chosen_on": "val", "selected": "f1", "labels": labels,
+                                      "thresholds": thresholds})
+    metrics = {name: compute_metrics(data.splits[name].truth, probs[name], labels, data.splits[name].frame["patient"],
+                                     thresholds, n_boot=cfg.bootstrap, seed=cfg.seed, curves=(name == "test"))
+               for name in ("val", "test")}
+    metrics["synthetic"] = data.dataset.synthetic
+    write_json(run_dir / METRICS, metrics)
+    epoch_seconds = state.epoch_seconds
+    timed = epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds
+    images_per_epoch = min(len(data.splits["train"].rows), steps * cfg.batch_size)
+    write_json(run_dir / TIMING, {
+        "params": int(model.count_params()),
+        "flops": int(flops),
+        "train_seconds": float(state.train_seconds),
+        "epochs": int(state.epochs_done),
+        "best_epoch": state.best_epoch,
+        "train_images_per_s": float(images_per_epoch * len(timed) / sum(timed)) if timed and sum(timed) else None,
+        "inference_ms_per_image": float(infer_ms),
+        "inference_batch_size": int(cfg.batch_size),
+        "image_size": int(cfg.image_size),
+    })
+    if cfg.gradcam_images:
+        try:
+            from reports.gradcam import gallery_for_run
+
+            gallery_for_run(model, images, test, labels, probs["test"], thresholds, run_dir / GRADCAM,
+                            cfg.gradcam_images)
+        except Exception as exc:  # a picture must not fail a finished training run
+            log(f"warning: Grad-CAM gallery not written: {type(exc).__name__}: {exc}")
+    summary = metrics["test"]["summary"]
+    write_status(run_dir, "done", val_auroc=metrics["val"]["summary"]["auroc_macro"],
+                 test_auroc=summary["auroc_macro"], synthetic=data.dataset.synthetic)
+    log(f"{cfg.backbone}: test mean AUROC {summary['auroc_macro']}, val {metrics['val']['summary']['auroc_macro']}")
+    return summary
 
 
 def _load_run(run: str | Path):
     run = Path(run)
-    if not (run / "model.keras").is_file() or not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a trained run directory (no model.keras / config.json); train it first")
-    cfg = config_from_dict(read_json(run / "config.json"), str(run / "config.json"))
-    thresholds = read_json(run / "thresholds.json")
-    return run, cfg, thresholds
-
-
-def _load_model(run: Path, n_labels: int):
-    import keras
-
-    import benchmark.losses  # noqa: F401  (registers the custom losses)
-    import models.layers  # noqa: F401  (registers the preprocessing layer)
-
-    model = keras.models.load_model(run / "model.keras", compile=False)
-    if model.output_shape[-1] != n_labels:
-        raise UserError(f"{run}/model.keras predicts {model.output_shape[-1]} labels but its thresholds.json names "
-                        f"{n_labels}; the run directory is inconsistent, retrain it")
-    return model
+    if not (run / MODEL).is_file() or not (run / CONFIG).is_file():
+        raise UserError(f"{run} is not a trained run directory (no {MODEL} / {CONFIG}); train it first")
+    return run, read_config(run), read_json(run / THRESHOLDS)
 
 
 def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | None = None) -> dict:
     """Predict a split again with the saved best model (TenCrop with `tta`) and rewrite its predictions and
     the split's entry of metrics.json."""
     from benchmark.prepare import prepare
-    from benchmark.training import predict_probs, predictions_frame
     from reports.metrics import compute_metrics
 
     run, cfg, thresholds = _load_run(run)
@@ -48,16 +88,16 @@ def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | N
     labels = list(data.labels)
     if thresholds and thresholds.get("labels") and list(thresholds["labels"]) != labels:
         raise UserError(f"{run} was trained on labels {thresholds['labels']}, the data set now gives {labels}")
-    model = _load_model(run, len(labels))
+    model = load_model(run, len(labels))
     part = data.splits[split]
     probs = predict_probs(model, data.cache.images, part.rows, cfg.batch_size, tta=tta)
-    suffix = "_tta" if tta else ""
-    write_csv(run / f"predictions_{split}{suffix}.csv", predictions_frame(part, labels, probs))
+    name = f"{split}_tta" if tta else split
+    write_csv(run / predictions_file(name), predictions_frame(part, labels, probs))
     metrics = compute_metrics(part.truth, probs, labels, part.frame["patient"], (thresholds or {}).get("thresholds"),
                               n_boot=cfg.bootstrap, seed=cfg.seed)
-    all_metrics = read_json(run / "metrics.json", {}) or {}
-    all_metrics[f"{split}{suffix}"] = metrics
-    write_json(run / "metrics.json", all_metrics)
+    all_metrics = read_json(run / METRICS, {}) or {}
+    all_metrics[name] = metrics
+    write_json(run / METRICS, all_metrics)
     return metrics
 
 
@@ -67,7 +107,7 @@ def predict_images(run, images: list[str], gradcam_dir: str | None = None) -> li
 
     run, cfg, thresholds = _load_run(run)
     if not thresholds:
-        raise UserError(f"{run} has no thresholds.json; evaluate it first")
+        raise UserError(f"{run} has no {THRESHOLDS}; evaluate it first")
     labels = thresholds["labels"]
     kind = thresholds.get("selected", "f1")
     t = {lab: thresholds["thresholds"][lab][kind] for lab in labels}
@@ -77,7 +117,7 @@ def predict_images(run, images: list[str], gradcam_dir: str | None = None) -> li
             arrays.append(load_image(path, cfg.image_size, cfg.resize, cfg.equalize))
         except BadImage as exc:
             raise UserError(str(exc)) from None
-    model = _load_model(run, len(labels))
+    model = load_model(run, len(labels))
     batch = np.stack(arrays)[..., None]
     probs = model.predict(batch, verbose=0)
     results = []

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.cache import CacheBuild, ImageCache, begin_cache, start_decoders, stop_decoders
-from benchmark.datasets import Dataset, load_dataset
+from benchmark.cache import CacheBuild, ImageCache, begin_cache
+from benchmark.data.load import load_dataset
+from benchmark.data.policies import evaluation_targets, training_targets
+from benchmark.data.table import Dataset
+from benchmark.decoders import start_decoders, stop_decoders
 from benchmark.errors import UserError
-from benchmark.policies import evaluation_targets, training_targets
-
 
 CACHE_BUILT = "CXR_BENCH_CACHE_BUILT"  # set by a sweep for its runs: their image caches exist already
 
@@ -30,11 +31,28 @@ class Split:
 
 @dataclass
 class Prepared:
+    """A split data set with its targets and its image cache. When `prepare(..., decoded=False)` returns while the
+    images are still decoding, this is the decode-while-starting handshake in one object: use it as a context
+    manager, set up what needs no pixels (a model, an input pipeline over `images`), call `complete()` before
+    reading them; leaving the block before that stops the decoders and removes the partial cache.
+
+        with prepare(cfg, decoded=False) as data:
+            data.check()                      # a bad image already found: fail now
+            pipeline = make_dataset(data.images, ...)
+            data.complete()                   # wait for the decoders; raises on a bad image
+    """
+
     dataset: Dataset
     labels: tuple
     cache: ImageCache | None  # None until complete() when prepare(..., decoded=False) is still decoding
     splits: dict
     build: CacheBuild | None = None
+
+    def __enter__(self) -> "Prepared":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
 
     @property
     def images(self) -> np.ndarray:
@@ -54,14 +72,14 @@ class Prepared:
             self.build.check()
 
     def cancel(self) -> None:
-        """Stop decoding and drop the partial cache (when the command fails before complete())."""
+        """Stop decoding and drop the partial cache (nothing to do once complete() has returned)."""
         if self.build is not None:
             self.build.cancel()
 
 
 def ensure_phantom(cfg, log=print) -> None:
     """dataset=phantom with a data root that holds no phantom yet: make one there."""
-    from benchmark.phantom import FOLDER, make_phantom, phantom_is_complete
+    from benchmark.data.phantom import FOLDER, make_phantom, phantom_is_complete
 
     root = Path(cfg.data_root)
     if phantom_is_complete(root) or phantom_is_complete(root / FOLDER):
@@ -76,9 +94,9 @@ def prepare(cfg, log=print, wait: bool = True, decoded: bool = True) -> Prepared
 
     With `wait=False` a new cache's files are finished in the background (see build_cache). With
     `decoded=False` this returns while a new cache's images are still being decoded, so that the caller can set
-    up its model and input pipeline meanwhile; it must then call complete() before reading them, or cancel()
-    if it fails first. (With skip_bad_images it waits anyway: a bad image changes the splits.) The decoder
-    processes start while the data set is read, unless CXR_BENCH_CACHE_BUILT says a sweep has built the cache."""
+    up its model and input pipeline meanwhile (see `Prepared` for the handshake); with skip_bad_images it waits
+    anyway, as a bad image changes the splits. The decoder processes start while the data set is read, unless
+    CXR_BENCH_CACHE_BUILT says a sweep has built the cache."""
     if not os.environ.get(CACHE_BUILT):
         start_decoders()
     try:

@@ -1,5 +1,7 @@
-"""The run directory and atomic writes: a file is written beside its target and renamed over it, so an
-interrupted run never leaves a half-written file that looks finished. No TensorFlow here."""
+"""The run directory: the only interface between training and reporting. Its file names are the constants below
+(docs/run-directory.md lists what each holds); writes are atomic, so an interrupted run never leaves a half-written
+file that looks finished. No TensorFlow here.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +13,35 @@ import sys
 import tempfile
 from pathlib import Path
 
-STATUS = "status.json"
+# --- a run directory
+CONFIG = "config.yaml"  # the resolved configuration the run trained with (the only configuration file)
+REQUESTED = "requested.yaml"  # what a sweep asked the run to train (the child's --config)
+STATUS = "status.json"  # {"status": running | done | failed | interrupted, ...}
+ENVIRONMENT = "environment.json"
+HISTORY = "history.csv"
+MODEL = "model.keras"
+THRESHOLDS = "thresholds.json"
+TIMING = "timing.json"
+METRICS = "metrics.json"
+TRAIN_LOG = "train.log"
+GRADCAM = "gradcam"
+GALLERY = "gradcam/gallery.json"
+CHECKPOINT = "checkpoint"
+LAST = "checkpoint/last.keras"
+BEST = "checkpoint/best.weights.h5"
+STATE = "checkpoint/state.json"
+TENSORBOARD = "tensorboard"
+
+# --- a sweep folder
+SWEEP_CONFIG = "sweep.yaml"
+SWEEP_STATUS = "sweep_status.json"
+RUNS = "runs"
+REPORT = "report"
+
+
+def predictions_file(split: str) -> str:
+    """predictions_val.csv, predictions_test.csv, predictions_test_tta.csv ..."""
+    return f"predictions_{split}.csv"
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -82,6 +112,24 @@ def read_status(run_dir) -> dict:
 
 def write_status(run_dir, status: str, **extra) -> None:
     write_json(Path(run_dir) / STATUS, {"status": status, **extra})
+
+
+def read_config(run_dir, name: str = CONFIG):
+    """The run's configuration as a validated Config (None if the file is absent)."""
+    import yaml
+
+    from benchmark.config import config_from_dict
+
+    path = Path(run_dir) / name
+    if not path.is_file():
+        return None
+    return config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def write_config(run_dir, cfg, name: str = CONFIG) -> None:
+    from benchmark.config import dump_yaml
+
+    atomic_write_text(Path(run_dir) / name, dump_yaml(cfg))
 
 
 def git_commit() -> str | None:

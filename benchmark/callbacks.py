@@ -1,0 +1,163 @@
+"""The training callbacks, each a module-level class configured through `__init__` (in the style of Keras's own),
+and `RunState`, the training progress that a checkpoint records so that a run resumes where it stopped.
+
+Order matters: `ValidationScore` runs first each epoch (it puts ``val_auroc``, ``learning_rate`` and
+``epoch_seconds`` into the logs that EarlyStopping, ReduceLROnPlateau and CSVLogger read); `Checkpoint` runs last
+(it saves the epoch once everything else has seen it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from benchmark.rundir import BEST, LAST, STATE, atomic_save_model, atomic_save_weights, read_json, write_json
+
+STOPPER_KEYS = ("wait", "best", "cooldown_counter", "stopped_epoch", "best_epoch")
+
+
+@dataclass
+class RunState:
+    """Training progress, saved with each epoch's checkpoint (``checkpoint/state.json``)."""
+
+    epochs_done: int = 0
+    best: float = -1.0  # best validation mean AUROC so far
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    phase: int = 0  # index of the fine-tuning phase the last epoch belonged to
+    train_seconds: float = 0.0
+    epoch_seconds: list = field(default_factory=list)
+    callbacks: dict = field(default_factory=dict)  # the stoppers' counters, by class name
+    nan: str | None = None  # why the loss stopped being finite (not saved: the run fails)
+
+    @classmethod
+    def load(cls, path: Path) -> "RunState":
+        saved = read_json(path, {}) or {}
+        known = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def save(self, path: Path) -> None:
+        write_json(path, {k: v for k, v in asdict(self).items() if k != "nan"})
+
+
+def reestimate_bn(model, images, rows, batch_size: int, batches: int, seed: int = 0) -> int:
+    """Set every trainable BatchNormalization layer's moving statistics to the mean of its batch statistics over
+    `batches` training batches ("precise BN"). Short runs from scratch otherwise predict from statistics that lag
+    behind the weights, and every image gets the same output. Returns the number of batches used."""
+    from benchmark.pipeline import make_dataset
+
+    backbone = model.get_layer("backbone")
+    if not batches or not backbone.trainable:
+        return 0
+    bns = [layer for layer in backbone._flatten_layers(include_self=False, recursive=True)
+           if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not bns:
+        return 0
+    saved = [layer.momentum for layer in bns]
+    to_float, preprocess = model.get_layer("to_float"), model.get_layer("preprocess")
+    dummy = np.zeros((len(rows), 1), np.float32)
+    used = 0
+    try:
+        for i, (x, _) in enumerate(make_dataset(images, rows, dummy, batch_size, shuffle=True, seed=seed,
+                                                drop_remainder=len(rows) >= batch_size).take(batches), 1):
+            for layer in bns:
+                layer.momentum = 1.0 - 1.0 / i  # the running mean of the batch statistics seen so far
+            backbone(preprocess(to_float(x)), training=True)
+            used = i
+    finally:
+        for layer, m in zip(bns, saved):
+            layer.momentum = m
+    return used
+
+
+def mean_auroc(truth: np.ndarray, probs: np.ndarray) -> float:
+    """Mean over labels of the AUROC where it is defined (NaN if nowhere)."""
+    from reports.metrics import auroc
+
+    values = [auroc(truth[:, j], probs[:, j]) for j in range(truth.shape[1])]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """First callback each epoch: BatchNorm statistics re-estimated on `bn_batches` training batches, then the
+    validation mean AUROC (masked, per label, averaged), the learning rate and the epoch's seconds into the logs."""
+
+    def __init__(self, images, train_rows, val_rows, val_truth, batch_size: int, bn_batches: int, seed: int,
+                 state: RunState):
+        super().__init__()
+        self.images, self.train_rows, self.val_rows, self.val_truth = images, train_rows, val_rows, val_truth
+        self.batch_size, self.bn_batches, self.seed, self.state = batch_size, bn_batches, seed, state
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        from benchmark.inference import predict_probs
+
+        logs["epoch_seconds"] = time.perf_counter() - self.t0
+        if self.state.nan:  # the weights are gone; nothing to validate
+            logs["val_auroc"] = 0.0
+            return
+        reestimate_bn(self.model, self.images, self.train_rows, self.batch_size, self.bn_batches, self.seed + epoch)
+        probs = predict_probs(self.model, self.images, self.val_rows, self.batch_size)
+        score = mean_auroc(self.val_truth, probs)
+        logs["val_auroc"] = score if not math.isnan(score) else 0.0
+        lr = self.model.optimizer.learning_rate
+        logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is not finite, and records why in the run state."""
+
+    def __init__(self, state: RunState):
+        super().__init__()
+        self.state = state
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.state.nan = f"the loss became {loss} at batch {batch}"
+            self.model.stop_training = True
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Last callback: restores the stoppers' counters on resume; after every finished epoch saves the best
+    weights (by validation mean AUROC), the latest model with its optimiser, and the run state, each atomically."""
+
+    def __init__(self, run_dir: Path, state: RunState, stoppers: list):
+        super().__init__()
+        self.run_dir, self.state, self.stoppers = Path(run_dir), state, stoppers
+
+    def on_train_begin(self, logs=None):
+        for cb in self.stoppers:
+            for k, v in self.state.callbacks.get(type(cb).__name__, {}).items():
+                setattr(cb, k, v)
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.state
+        if state.nan:
+            return
+        score = logs.get("val_auroc", 0.0)
+        if score > state.best:  # weights only: model.keras is written once, at the end
+            atomic_save_weights(self.model, self.run_dir / BEST)
+            state.best = float(score)
+            state.best_epoch = epoch + 1
+        state.epochs_done = epoch + 1
+        if self.model.stop_training:
+            state.stopped_early = True
+        state.train_seconds += logs.get("epoch_seconds", 0.0)
+        state.epoch_seconds.append(logs.get("epoch_seconds", 0.0))
+        state.callbacks = {type(cb).__name__: {k: _plain(getattr(cb, k)) for k in STOPPER_KEYS if hasattr(cb, k)}
+                           for cb in self.stoppers}
+        atomic_save_model(self.model, self.run_dir / LAST)
+        state.save(self.run_dir / STATE)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,61 @@
+"""Inference with a trained model: probabilities for cache rows (with TenCrop test-time augmentation), the
+prediction files' table, and loading a run's saved model. Used by training's validation, by finishing a run and
+by `evaluate` / `predict`; nothing here trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import UserError
+from benchmark.rundir import MODEL
+
+
+def predict_probs(model, images, rows, batch_size: int, tta: bool = False) -> np.ndarray:
+    """Probabilities for cache rows, in order; with `tta`, the mean over TenCrop views."""
+    from benchmark.pipeline import make_dataset, ten_crop
+
+    n = len(rows)
+    if n == 0:
+        return np.zeros((0, model.output_shape[-1]))
+    # full batches only (the last one padded, then trimmed): a replica must never get an empty batch
+    padded = np.concatenate([rows, np.repeat(rows[-1:], (-n) % batch_size)])
+    ds = make_dataset(images, padded, np.zeros((len(padded), 1), np.float32), batch_size)
+    if not tta:
+        return model.predict(ds.map(lambda x, y: x), verbose=0)[:n].astype(np.float64)
+    out = []
+    for x, _ in ds:
+        crops = ten_crop(x)
+        out.append(np.mean([model(c, training=False).numpy() for c in crops], axis=0))
+    return np.concatenate(out)[:n].astype(np.float64)
+
+
+def predictions_frame(split, labels, probs: np.ndarray) -> pd.DataFrame:
+    """image path, patient, then y_true_<label> (1, 0 or empty) and y_prob_<label> for each label."""
+    cols = {"path": split.frame["path"].to_numpy(), "patient": split.frame["patient"].to_numpy()}
+    for j, label in enumerate(labels):
+        cols[f"y_true_{label}"] = pd.array(np.where(np.isnan(split.truth[:, j]), np.nan, split.truth[:, j]),
+                                           dtype="Float64").astype("Int64")
+    for j, label in enumerate(labels):
+        cols[f"y_prob_{label}"] = probs[:, j]
+    return pd.DataFrame(cols)
+
+
+def register_custom_objects() -> None:
+    """Import the modules whose classes saved models name (the losses and the preprocessing layer)."""
+    import benchmark.losses  # noqa: F401
+    import models.layers  # noqa: F401
+
+
+def load_model(run: Path, n_labels: int):
+    """A run's best model (model.keras), checked against the number of labels its files name."""
+    import keras
+
+    register_custom_objects()
+    model = keras.models.load_model(run / MODEL, compile=False)
+    if model.output_shape[-1] != n_labels:
+        raise UserError(f"{run}/{MODEL} predicts {model.output_shape[-1]} labels but its thresholds.json names "
+                        f"{n_labels}; the run directory is inconsistent, retrain it")
+    return model
