@@ -1,5 +1,6 @@
 """The sweep: every run of a profile's grid (backbones x policies x fine-tuning modes x image sizes x seeds),
-each in its own process with a clean TensorFlow, sharing one decode-once image cache built here first.
+each through a launcher (`benchmark.launchers`: a child process per run), sharing one decode-once image cache
+built here first.
 
 A failed run is recorded (status.json, summary.csv) and the sweep goes on; the exit code says something failed.
 Interrupted, the same command resumes: finished runs are skipped, an interrupted run continues from its last
@@ -8,19 +9,17 @@ epoch. With --gpus, runs go in parallel, one per GPU. The report is rebuilt at t
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmark.config import SWEEP_KEYS, Config, dump_yaml, grid, run_name
+from benchmark.config import SWEEP_KEYS, Config, grid, run_name
 from benchmark.errors import UserError
-from benchmark.prepare import CACHE_BUILT
-from benchmark.rundir import atomic_write_text, read_status, write_json, write_status
+from benchmark.launchers import Job, Launcher, LocalLauncher
+from benchmark.rundir import (REQUESTED, RUNS, SWEEP_CONFIG, SWEEP_STATUS, TRAIN_LOG, read_status,
+                              write_config, write_json, write_status)
 
 PROGRESS = re.compile(r"^(Epoch \d+/\d+|.*val_auroc.*|.*test mean AUROC.*|resuming .*|error: .*)$")
 
@@ -37,20 +36,12 @@ def plan_runs(cfg: Config) -> list[tuple[str, Config]]:
     return named
 
 
-def _die_with_parent():
-    """Child processes end when the sweep is killed (even kill -9), so a resumed sweep finds no stale run."""
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _fmt_time(seconds: float) -> str:
+def fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def _prepare_cache(cfg: Config, runs) -> None:
+def prepare_caches(cfg: Config, runs) -> None:
     """Decode the images once per image size before any run starts (no TensorFlow in this process)."""
     from benchmark.prepare import prepare
 
@@ -61,71 +52,113 @@ def _prepare_cache(cfg: Config, runs) -> None:
               f"{time.perf_counter() - t0:.1f} s): {prepared.cache.path}", flush=True)
 
 
-def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None) -> int:
+def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
+              launcher: Launcher | None = None) -> int:
+    """Plan, build the cache, run every unfinished run through `launcher` (default: local processes, one per
+    GPU of `gpus`), then build the report and print the summary. Returns 1 if any run failed."""
     out = Path(out)
     runs = plan_runs(cfg)
     if not runs:
         raise UserError("the sweep has no runs")
-    from models.registry import get_spec
-
-    for _, r in runs:
-        get_spec(r.backbone)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sweep.yaml", dump_yaml(cfg))
-    total = len(runs)
-    print(f"sweep {out}: {total} run(s): {', '.join(n for n, _ in runs)}", flush=True)
+    write_config(out, cfg, SWEEP_CONFIG)
+    print(f"sweep {out}: {len(runs)} run(s): {', '.join(n for n, _ in runs)}", flush=True)
     if cfg.dataset == "phantom":
         print("data: the SYNTHETIC phantom data set (not real patients)", flush=True)
-    _prepare_cache(cfg, runs)
-
-    slots = [g.strip() for g in gpus.split(",")] if gpus else [None]
-    pending = []
-    for i, (name, run_cfg) in enumerate(runs, 1):
-        run_dir = out / "runs" / name
-        if read_status(run_dir).get("status") == "done":
-            print(f"[{i}/{total}] {name}: finished earlier, skipped", flush=True)
-            continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "requested.yaml", dump_yaml(run_cfg))
-        pending.append((i, name, run_dir))
-
-    running: dict = {}
-    durations = []
+    prepare_caches(cfg, runs)
+    launcher = launcher or LocalLauncher([g.strip() for g in gpus.split(",")] if gpus else None)
     start = time.perf_counter()
     try:
-        while pending or running:
-            free = [s for s in slots if s not in {v["slot"] for v in running.values()}]
-            while pending and free:
-                i, name, run_dir = pending.pop(0)
-                slot = free.pop(0)
-                running[name] = _launch(i, name, run_dir, slot, total)
-            time.sleep(0.5)
-            for name, job in list(running.items()):
-                _echo_progress(job)
-                code = job["proc"].poll()
-                if code is None:
-                    continue
-                _echo_progress(job)
-                job["log"].close()
-                seconds = time.perf_counter() - job["t0"]
-                durations.append(seconds)
-                del running[name]
-                status = read_status(job["dir"])
-                if code != 0 or status.get("status") != "done":
-                    error = status.get("error") or _last_error(job["dir"] / "train.log") or f"exit code {code}"
-                    write_status(job["dir"], "failed", error=error, exit_code=code)
-                    print(f"[{job['i']}/{total}] {name}: FAILED after {_fmt_time(seconds)}: {error}", flush=True)
-                else:
-                    left = len(pending) + len(running)
-                    eta = (sum(durations) / len(durations)) * left / max(1, len(slots))
-                    print(f"[{job['i']}/{total}] {name}: done in {_fmt_time(seconds)}, test mean AUROC "
-                          f"{_num(status.get('test_auroc'))}" + (f"; about {_fmt_time(eta)} left" if left else ""),
-                          flush=True)
-    except KeyboardInterrupt:
-        for job in running.values():
-            job["proc"].terminate()
-        raise
-    print(f"all runs ended in {_fmt_time(time.perf_counter() - start)}; building the report ...", flush=True)
+        Scheduler(out, runs, launcher).run()
+    finally:
+        launcher.close()
+    print(f"all runs ended in {fmt_time(time.perf_counter() - start)}; building the report ...", flush=True)
+    return finish_sweep(out, runs, cfg)
+
+
+class Scheduler:
+    """The sweep's loop: hands pending runs to the launcher as it has room, echoes their progress lines, and
+    records each run's result (a run that ended without status done is recorded as failed with its error)."""
+
+    def __init__(self, out: Path, runs, launcher: Launcher):
+        self.out, self.runs, self.launcher = out, runs, launcher
+        self.total = len(runs)
+        self.pending: list[Job] = []
+        self.running: list[Job] = []
+        self.durations: list[float] = []
+        self.offsets: dict = {}
+
+    def _queue(self) -> None:
+        for i, (name, run_cfg) in enumerate(self.runs, 1):
+            run_dir = self.out / RUNS / name
+            if read_status(run_dir).get("status") == "done":
+                print(f"[{i}/{self.total}] {name}: finished earlier, skipped", flush=True)
+                continue
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_config(run_dir, run_cfg, REQUESTED)
+            self.pending.append(Job(i, name, run_dir))
+
+    def run(self) -> None:
+        self._queue()
+        try:
+            while self.pending or self.running:
+                while self.pending and len(self.running) < self.launcher.capacity:
+                    self._start(self.pending.pop(0))
+                time.sleep(0.5)
+                for job in list(self.running):
+                    self._echo_progress(job)
+                    code = self.launcher.poll(job)
+                    if code is not None:
+                        self._echo_progress(job)
+                        self.running.remove(job)
+                        self._record(job, code)
+        except KeyboardInterrupt:
+            for job in self.running:
+                self.launcher.stop(job)
+            raise
+
+    def _start(self, job: Job) -> None:
+        log = job.run_dir / TRAIN_LOG
+        self.offsets[job.name] = log.stat().st_size if log.is_file() else 0
+        job.started = time.perf_counter()
+        self.launcher.start(job)
+        print(f"[{job.index}/{self.total}] {job.name}: training{job.where} (log: {log})", flush=True)
+        self.running.append(job)
+
+    def _record(self, job: Job, code: int) -> None:
+        seconds = time.perf_counter() - job.started
+        self.durations.append(seconds)
+        status = read_status(job.run_dir)
+        if code != 0 or status.get("status") != "done":
+            error = status.get("error") or last_error(job.run_dir / TRAIN_LOG) or f"exit code {code}"
+            write_status(job.run_dir, "failed", error=error, exit_code=code)
+            print(f"[{job.index}/{self.total}] {job.name}: FAILED after {fmt_time(seconds)}: {error}", flush=True)
+            return
+        left = len(self.pending) + len(self.running)
+        eta = (sum(self.durations) / len(self.durations)) * left / max(1, self.launcher.capacity)
+        print(f"[{job.index}/{self.total}] {job.name}: done in {fmt_time(seconds)}, test mean AUROC "
+              f"{_num(status.get('test_auroc'))}" + (f"; about {fmt_time(eta)} left" if left else ""), flush=True)
+
+    def _echo_progress(self, job: Job) -> None:
+        """Print the new lines of the run's log that say where it is (epochs, scores, errors)."""
+        path = job.run_dir / TRAIN_LOG
+        if not path.is_file():
+            return
+        with open(path, "rb") as fh:
+            fh.seek(self.offsets[job.name])
+            chunk = fh.read()
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return
+        self.offsets[job.name] += end + 1
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            line = line.strip()
+            if PROGRESS.match(line) and not line.startswith("/"):
+                print(f"    [{job.index} {job.name}] {line}", flush=True)
+
+
+def finish_sweep(out: Path, runs, cfg: Config) -> int:
+    """Build the report, print the summary table, write sweep_status.json; 1 if any run failed."""
     report = None
     try:
         from reports.build import build_report
@@ -134,43 +167,15 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None) -> i
     except Exception as exc:  # the runs are safe on disk; the report can be rebuilt with `report`
         print(f"warning: the report could not be built ({type(exc).__name__}: {exc}); "
               f"rebuild it with: python -m benchmark report --sweep {out}", file=sys.stderr)
-    failed = _print_summary(out, runs)
+    failed = print_summary(out, runs)
     if report:
         print(f"report: {report}")
-    write_json(out / "sweep_status.json", {"runs": total, "failed": failed})
+    write_json(out / SWEEP_STATUS, {"runs": len(runs), "failed": failed})
     return 1 if failed else 0
 
 
-def _launch(i, name, run_dir: Path, slot, total) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-               **{CACHE_BUILT: "1"})
-    if slot is not None:
-        env["CUDA_VISIBLE_DEVICES"] = slot
-    log = open(run_dir / "train.log", "ab")
-    cmd = [sys.executable, "-m", "benchmark", "train", "--config", str(run_dir / "requested.yaml"), "--out", str(run_dir)]
-    where = f" on GPU {slot}" if slot is not None else ""
-    print(f"[{i}/{total}] {name}: training{where} (log: {run_dir / 'train.log'})", flush=True)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-    return {"i": i, "name": name, "dir": run_dir, "proc": proc, "log": log, "slot": slot,
-            "t0": time.perf_counter(), "offset": (run_dir / "train.log").stat().st_size}
-
-
-def _echo_progress(job) -> None:
-    path = job["dir"] / "train.log"
-    with open(path, "rb") as fh:
-        fh.seek(job["offset"])
-        chunk = fh.read()
-    end = chunk.rfind(b"\n")
-    if end < 0:
-        return
-    job["offset"] += end + 1
-    for line in chunk[:end].decode(errors="replace").splitlines():
-        line = line.strip()
-        if PROGRESS.match(line) and not line.startswith("/"):
-            print(f"    [{job['i']} {job['name']}] {line}", flush=True)
-
-
-def _last_error(log: Path) -> str | None:
+def last_error(log: Path) -> str | None:
+    """The last line of a run's log that looks like an error (or its last line)."""
     if not log.is_file():
         return None
     lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
@@ -184,12 +189,12 @@ def _num(v) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
 
 
-def _print_summary(out: Path, runs) -> int:
+def print_summary(out: Path, runs) -> int:
     print()
     print(f"{'run':28s} {'status':8s} {'val AUROC':>10s} {'test AUROC':>11s}")
     failed = 0
     for name, _ in runs:
-        st = read_status(out / "runs" / name)
+        st = read_status(out / RUNS / name)
         status = st.get("status", "missing")
         failed += status != "done"
         print(f"{name:28s} {status:8s} {_num(st.get('val_auroc')):>10s} {_num(st.get('test_auroc')):>11s}"
