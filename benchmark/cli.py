@@ -10,9 +10,10 @@ import argparse
 import json
 import sys
 
+from benchmark.data.formats import names as dataset_names
 from benchmark.errors import UserError
 
-DATASET_CHOICES = ("phantom", "chexpert", "nih", "csv")
+DATASET_CHOICES = dataset_names()
 
 
 def _config_args(p: argparse.ArgumentParser, dataset_required: bool = False) -> None:
@@ -115,13 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_data(args) -> int:
     if args.data_command == "inspect":
-        from benchmark.data_inspect import format_table, inspect_table
+        from benchmark.data.inspect import format_table, inspect_table
 
         summary = inspect_table(args.dataset, args.csv, args.data_root, args.policy, args.blank, args.all_views,
                                 args.path_column, args.patient_column)
         print(json.dumps(summary) if args.json else format_table(summary))
         return 0
-    from benchmark.phantom import make_phantom
+    from benchmark.data.phantom import make_phantom
 
     info = make_phantom(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers or None)
     print(f"wrote {info['images']} synthetic images ({info['patients']} patients) to {info['root']} "

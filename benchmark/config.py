@@ -17,7 +17,6 @@ import yaml
 
 from benchmark.errors import UserError
 
-DATASETS = ("phantom", "chexpert", "nih", "csv")
 POLICIES = ("ignore", "zeros", "ones", "mixed", "smooth_ones", "smooth_zeros")
 FINETUNES = ("full", "linear", "gradual", "baseline")
 LOSSES = ("bce", "masked_bce", "weighted_bce", "focal")
@@ -34,7 +33,7 @@ class Config:
     data_root: str | None = None
     train_csv: str | None = None  # default: the data set's own file under data_root
     valid_csv: str | None = None
-    labels: Any = "competition5"  # a name from benchmark.labels.LABEL_SETS, "all", or a list
+    labels: Any = "competition5"  # a name from benchmark.data.labels.LABEL_SETS, "all", or a list
     policy: Any = "mixed"  # one of POLICIES, or {label: policy}
     blank: str = "negative"  # "negative" (the CheXpert paper's convention) or "ignore"
     views: str = "frontal"  # "frontal" or "all"
@@ -180,7 +179,10 @@ def validate(cfg: Config, origin: str = "config") -> Config:
         if value not in options:
             raise UserError(f"{origin}: {key}={value!r} is not one of {', '.join(options)}")
 
-    choice("dataset", DATASETS)
+    from benchmark.data.formats import names as dataset_names
+    from models.registry import REGISTRY
+
+    choice("dataset", dataset_names())
     choice("finetune", FINETUNES)
     choice("loss", LOSSES)
     choice("optimizer", OPTIMIZERS)
@@ -194,6 +196,9 @@ def validate(cfg: Config, origin: str = "config") -> Config:
     for p in list(policies) + list(cfg.policies):
         if p not in POLICIES:
             raise UserError(f"{origin}: policy {p!r} is not one of {', '.join(POLICIES)}")
+    for b in (cfg.backbone, *cfg.backbones):
+        if b not in REGISTRY:
+            raise UserError(f"{origin}: unknown backbone {b!r}; valid: {', '.join(sorted(REGISTRY))}")
     for ft in cfg.finetunes:
         if ft not in FINETUNES:
             raise UserError(f"{origin}: finetune {ft!r} is not one of {', '.join(FINETUNES)}")

@@ -32,7 +32,7 @@ def _decode_chunk(args) -> int:
 
 def decode_limit(files, size: int, workers: int | None = None) -> float:
     """Images/s of the same decode and resize in plain OpenCV, one process per core."""
-    from benchmark.cache import usable_cores
+    from benchmark.decoders import usable_cores
 
     workers = workers or usable_cores()
     chunks = [files[i::workers * 4] for i in range(workers * 4)]
@@ -80,8 +80,10 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
     the background before it reads the data set; the pass sets up its tf.data pipeline while they decode, as
     `train` does. Each pass's cache is deleted just before the next pass, which writes into the memory it frees
     (see the note in the loop)."""
-    from benchmark.cache import begin_cache, decoders_ready, start_decoders
-    from benchmark.datasets import default_csv, load_table
+    from benchmark.cache import begin_cache
+    from benchmark.decoders import decoders_ready, start_decoders
+    from benchmark.data.formats import default_csv
+    from benchmark.data.load import load_table
     from benchmark.pipeline import make_dataset, release_tensors
 
     root = Path(data_root)
@@ -157,7 +159,7 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
     from benchmark.cache import build_cache
     from benchmark.config import Config
     from benchmark.losses import make_loss
-    from benchmark.phantom import FOLDER, make_phantom
+    from benchmark.data.phantom import FOLDER, make_phantom
     from benchmark.pipeline import make_dataset
     from models.classifier import build_classifier
 
@@ -166,7 +168,8 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
         if data_root is None:
             make_phantom(tmp, n=max(64, steps * batch_size), size=max(image_size, 64), seed=0)
             data_root = str(tmp / FOLDER)
-        from benchmark.datasets import default_csv, load_table
+        from benchmark.data.formats import default_csv
+        from benchmark.data.load import load_table
 
         ds = load_table("phantom", default_csv("phantom", Path(data_root)), data_root, views="all")
         files = ds.frame["file"].tolist()

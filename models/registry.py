@@ -1,7 +1,7 @@
 """The backbone registry: a name maps to a builder, its preprocessing mode, a default image size and notes.
 
 Importing this module does not import TensorFlow; builders import Keras when they run. Adding a backbone is one
-`register(...)` line (see README, "Adding a backbone").
+`register(...)` line (see docs/extending.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ class BackboneSpec:
     name: str
     build: Callable  # (input_shape, weights) -> keras.Model without its classifier, output (B, h, w, C)
     preprocess: str  # a models.layers.GrayToBackbone mode
-    default_size: int
+    params: int  # parameters without the head (checked against the built network by the tests)
+    default_size: int = 224
     min_size: int = 32
     imagenet_file: str | None = None  # the no-top weights file Keras downloads; None: no ImageNet weights
     notes: str = ""
@@ -30,8 +31,9 @@ class BackboneSpec:
 REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register(name, build, preprocess, default_size, min_size=32, imagenet_file=None, notes="", residual_bn=None):
-    REGISTRY[name] = BackboneSpec(name, build, preprocess, default_size, min_size, imagenet_file, notes, residual_bn)
+def register(name: str, build: Callable, preprocess: str, params: int, **options) -> None:
+    """Add a backbone: `register("name", builder, "torch", params=..., imagenet_file=..., notes=...)`."""
+    REGISTRY[name] = BackboneSpec(name, build, preprocess, params, **options)
 
 
 def keras_app(attr: str, **kwargs) -> Callable:
@@ -49,23 +51,23 @@ def _resnet34(input_shape, weights):
     return ResNet34(input_shape=input_shape, weights=weights)
 
 
-register("resnet34", _resnet34, "torch", 224, imagenet_file=None, residual_bn=r"_block\d+_2_bn$",
+register("resnet34", _resnet34, "torch", params=21_301_696, residual_bn=r"_block\d+_2_bn$",
          notes="basic blocks (3,4,6,3), written here: Keras has no ResNet34")
-register("resnet50", keras_app("ResNet50"), "caffe", 224, residual_bn=r"_block\d+_3_bn$",
+register("resnet50", keras_app("ResNet50"), "caffe", params=23_587_712, residual_bn=r"_block\d+_3_bn$",
          imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-register("resnet101", keras_app("ResNet101"), "caffe", 224, residual_bn=r"_block\d+_3_bn$",
+register("resnet101", keras_app("ResNet101"), "caffe", params=42_658_176, residual_bn=r"_block\d+_3_bn$",
          imagenet_file="resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5")
-register("densenet121", keras_app("DenseNet121"), "torch", 224,
+register("densenet121", keras_app("DenseNet121"), "torch", params=7_037_504,
          imagenet_file="densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", notes="the CheXNet backbone")
-register("mobilenet", keras_app("MobileNet"), "tf", 224, imagenet_file="mobilenet_1_0_224_tf_no_top.h5",
+register("mobilenet", keras_app("MobileNet"), "tf", params=3_228_864, imagenet_file="mobilenet_1_0_224_tf_no_top.h5",
          notes="MobileNet v1, alpha 1.0")
-register("mobilenetv2", keras_app("MobileNetV2"), "tf", 224,
+register("mobilenetv2", keras_app("MobileNetV2"), "tf", params=2_257_984,
          imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
-register("efficientnetb0", keras_app("EfficientNetB0"), "none", 224, imagenet_file="efficientnetb0_notop.h5",
-         notes="normalises inside the network")
-register("densenet169", keras_app("DenseNet169"), "torch", 224,
+register("efficientnetb0", keras_app("EfficientNetB0"), "none", params=4_049_571,
+         imagenet_file="efficientnetb0_notop.h5", notes="normalises inside the network")
+register("densenet169", keras_app("DenseNet169"), "torch", params=12_642_880,
          imagenet_file="densenet169_weights_tf_dim_ordering_tf_kernels_notop.h5")
-register("convnext_tiny", keras_app("ConvNeXtTiny"), "none", 224, imagenet_file="convnext_tiny_notop.h5",
+register("convnext_tiny", keras_app("ConvNeXtTiny"), "none", params=27_820_128, imagenet_file="convnext_tiny_notop.h5",
          notes="normalises inside the network; LayerNorm, no BatchNorm")
 
 
@@ -111,11 +113,7 @@ def build_backbone(name: str, image_size: int, weights):
     return model
 
 
-def describe_all(image_size: int = 224) -> list[dict]:
-    """Name, parameter count (without the head), default size and notes of every backbone."""
-    rows = []
-    for name, spec in REGISTRY.items():
-        model = build_backbone(name, image_size, None)
-        rows.append({"name": name, "params": int(model.count_params()), "default_size": spec.default_size,
-                     "preprocess": spec.preprocess, "notes": spec.notes})
-    return rows
+def describe_all() -> list[dict]:
+    """Name, parameter count (without the head, from the registry: nothing is built), default size and notes."""
+    return [{"name": name, "params": spec.params, "default_size": spec.default_size, "preprocess": spec.preprocess,
+             "imagenet": spec.imagenet_file is not None, "notes": spec.notes} for name, spec in REGISTRY.items()]

@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from tests.conftest import ROOT, run_cli
+from tests.helpers import CI_PROFILE, ROOT, one_line_error, run_cli
 
 
 def test_help_lists_commands_without_tensorflow():
@@ -43,14 +43,6 @@ def test_make_phantom_and_inspect_it(tmp_path):
     assert "SYNTHETIC" in text.stdout
 
 
-def one_line_error(result, *fragments):
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    err = result.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for fragment in fragments:
-        assert fragment in err, err
-
-
 def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, phantom):
     one_line_error(run_cli("data", "inspect", "--dataset", "nih", "--csv", tmp_path / "nope.csv"), "nope.csv", "does not exist")
     csv = tmp_path / "train.csv"
@@ -67,7 +59,7 @@ def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, phantom):
     frame.drop(columns=["Edema"]).to_csv(csv, index=False)
     one_line_error(run_cli("data", "inspect", "--dataset", "chexpert", "--csv", csv), "missing label column", "Edema")
     one_line_error(run_cli("report", "--sweep", tmp_path / "none"), "is not a folder")
-    one_line_error(run_cli("sweep", "--config", ROOT / "configs" / "ci.yaml", "--out", tmp_path / "s",
+    one_line_error(run_cli("sweep", "--config", CI_PROFILE, "--out", tmp_path / "s",
                            "--set", "epoch=3"), "unknown config key 'epoch'")
 
 
@@ -78,20 +70,20 @@ def test_missing_image_names_the_file(phantom, tmp_path):
     shutil.copytree(phantom, root)
     victim = pd.read_csv(root / "train.csv")["Path"].iloc[0]
     (tmp_path / victim).unlink()
-    result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
+    result = run_cli("train", "--config", CI_PROFILE, "--backbone", "mobilenet", "--out",
                      tmp_path / "run", "--data-root", root)
     one_line_error(result, victim.split("/", 1)[1], "does not exist", "--skip-bad-images")
-    result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
+    result = run_cli("train", "--config", CI_PROFILE, "--backbone", "mobilenet", "--out",
                      tmp_path / "run0", "--dataset", "chexpert", "--data-root", tmp_path / "nowhere")
     one_line_error(result, "nowhere", "no train.csv")  # the decoders started for it stop quietly
     (tmp_path / victim).write_bytes(b"\xff\xd8\xff not a JPEG")  # found by a decoder, while TensorFlow loads
-    result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
+    result = run_cli("train", "--config", CI_PROFILE, "--backbone", "mobilenet", "--out",
                      tmp_path / "run1", "--data-root", root)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]  # TensorFlow may have logged before it, if decoding was slow
     assert last == (f"error: image {tmp_path / victim} is not a readable PNG or JPEG (corrupt or truncated?); "
                     "fix or remove it, or pass --skip-bad-images"), last
-    result = run_cli("train", "--config", ROOT / "configs" / "ci.yaml", "--backbone", "mobilenet", "--out",
+    result = run_cli("train", "--config", CI_PROFILE, "--backbone", "mobilenet", "--out",
                      tmp_path / "run2", "--data-root", root, "--skip-bad-images", "--set", "epochs=1",
                      "--set", "steps_per_epoch=1", "--set", "gradcam_images=0")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -103,7 +95,8 @@ def test_perf_pipeline_reports_every_rate_as_json(phantom):
                      "--repeats", 2, "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)  # stdout is the JSON object alone
-    from benchmark.datasets import default_csv, load_table
+    from benchmark.data.formats import default_csv
+    from benchmark.data.load import load_table
 
     assert out["images"] == len(load_table("phantom", default_csv("phantom", phantom), phantom).frame) and out["image_size"] == 32 and len(out["runs"]["first_pass"]) == 2
     for key in ("first_pass", "cache_build", "cached", "image_data_generator", "decode_limit"):

@@ -3,7 +3,7 @@ import pytest
 from benchmark.config import Config, grid, load_config, merge, parse_set, run_name
 from benchmark.errors import UserError
 from benchmark.sweep import plan_runs
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_profiles_load():

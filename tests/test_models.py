@@ -30,6 +30,7 @@ def test_every_backbone_builds_and_predicts_on_tiny_input(name):
     assert out.shape == (2, 3) and out.dtype == np.float32
     assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()  # untrained: may saturate
     assert [layer.name for layer in model.layers][-2:] == ["backbone", "head"]
+    assert model.get_layer("backbone").count_params() == REGISTRY[name].params  # what `models` lists unbuilt
 
 
 def test_resnet34_is_the_basic_block_network():
