@@ -10,6 +10,8 @@ labels. A label with one class in the split has an undefined AUROC (None, with t
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from sklearn import metrics as skm
@@ -183,52 +185,122 @@ def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_bo
                 t = thresholds[label][kind]
                 entry["by_threshold"][kind] = {"threshold": t, **binary_metrics(y, (p >= t).astype(int))}
         per_label[label] = entry
+    ctx = SplitScores(y_true, y_prob, list(labels), per_label, thresholds, boot)
     summary = {"n_images": int(n), "n_patients": int(len(np.unique(patients.astype(str)))) if n else 0,
-               "labels": list(labels)}
-    defined = [lab for lab in labels if per_label[lab].get("auroc") is not None]
-    summary["auroc_macro"] = _mean([per_label[lab]["auroc"] for lab in defined])
-    summary["undefined_labels"] = [lab for lab in labels if lab not in defined]
-    if boot is not None and defined:
-        idx = [labels.index(lab) for lab in defined]
+               "labels": list(labels), "undefined_labels": [lab for lab in labels if per_label[lab].get("auroc") is None],
+               "threshold_kind": SUMMARY_THRESHOLD, "bootstrap": int(n_boot) if boot is not None else 0}
+    for metric in SUMMARY_METRICS:
+        value = metric.compute(ctx)
+        if metric.ci:
+            value, summary[f"{metric.key}_ci"] = value
+        summary[metric.key] = value
+    return {"summary": summary, "per_label": per_label}
+
+
+class SplitScores:
+    """What the summary metrics of one split are computed from: the arrays, the per-label entries, the
+    thresholds, and the bootstrap's per-label AUROCs (or None)."""
+
+    def __init__(self, y_true, y_prob, labels, per_label, thresholds, boot):
+        self.y_true, self.y_prob, self.labels, self.per_label, self.boot = y_true, y_prob, labels, per_label, boot
+        self.present = ~np.isnan(y_true)
+        self.defined = [lab for lab in labels if per_label[lab].get("auroc") is not None]
+        self.flat_y = y_true[self.present].astype(int)
+        self.flat_p = y_prob[self.present]
+        self.any = bool(len(y_true) and self.present.any())
+        if self.any:
+            t = np.array([thresholds[lab][SUMMARY_THRESHOLD] for lab in labels])
+            self.pred = (y_prob >= t).astype(int)
+            self.flat_pred = self.pred[self.present]
+        self.at_threshold = [per_label[lab]["by_threshold"][SUMMARY_THRESHOLD] for lab in labels
+                             if "by_threshold" in per_label[lab]]
+        self.positives = np.array([per_label[lab]["positives"] for lab in labels if "by_threshold" in per_label[lab]],
+                                  float)
+
+    def label_mean(self, key: str):
+        """Mean over labels of a per-label value (where defined)."""
+        return _mean([self.per_label[lab].get(key) for lab in self.labels])
+
+    def threshold_mean(self, key: str):
+        """Mean over labels of a thresholded value (F1-optimal thresholds chosen on validation)."""
+        return _mean([m[key] for m in self.at_threshold]) if self.any else None
+
+    def both_classes(self) -> bool:
+        return len(np.unique(self.flat_y)) == 2
+
+
+def _auroc_macro(c: SplitScores):
+    value = _mean([c.per_label[lab]["auroc"] for lab in c.defined])
+    ci = None
+    if c.boot is not None and c.defined:
+        idx = [c.labels.index(lab) for lab in c.defined]
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # resamples where no label is defined
-            summary["auroc_macro_ci"] = _ci(np.nanmean(boot[:, idx], axis=1))
-    else:
-        summary["auroc_macro_ci"] = None
-    summary["auprc_macro"] = _mean([per_label[lab]["auprc"] for lab in defined])
-    weights = np.array([per_label[lab]["positives"] for lab in defined], float)
-    summary["auroc_weighted"] = (float(np.average([per_label[lab]["auroc"] for lab in defined], weights=weights))
-                                 if defined and weights.sum() else None)
-    present = ~np.isnan(y_true)
-    flat_y = y_true[present].astype(int)
-    flat_p = y_prob[present]
-    summary["auroc_micro"] = float(skm.roc_auc_score(flat_y, flat_p)) if len(np.unique(flat_y)) == 2 else None
-    summary["auprc_micro"] = float(skm.average_precision_score(flat_y, flat_p)) if len(np.unique(flat_y)) == 2 else None
-    summary["threshold_kind"] = SUMMARY_THRESHOLD
-    if n and present.any():
-        t = np.array([thresholds[lab][SUMMARY_THRESHOLD] for lab in labels])
-        pred = (y_prob >= t).astype(int)
-        flat_pred = pred[present]
-        per = [per_label[lab]["by_threshold"][SUMMARY_THRESHOLD] for lab in labels if "by_threshold" in per_label[lab]]
-        summary["f1_macro"] = _mean([m["f1"] for m in per])
-        summary["f1_micro"] = float(skm.f1_score(flat_y, flat_pred, zero_division=0))
-        pos = np.array([per_label[lab]["positives"] for lab in labels if "by_threshold" in per_label[lab]], float)
-        summary["f1_weighted"] = float(np.average([m["f1"] for m in per], weights=pos)) if pos.sum() else None
-        summary["precision_macro"] = _mean([m["precision"] for m in per])
-        summary["recall_macro"] = _mean([m["recall"] for m in per])
-        summary["specificity_macro"] = _mean([m["specificity"] for m in per])
-        summary["accuracy_macro"] = _mean([m["accuracy"] for m in per])
-        summary["hamming_loss"] = float(skm.hamming_loss(flat_y, flat_pred))
-        rows = present.any(axis=1)
-        exact = np.all((pred == np.nan_to_num(y_true).astype(int)) | ~present, axis=1)
-        summary["subset_accuracy"] = float(exact[rows].mean()) if rows.any() else None
-        summary["ece_macro"] = _mean([per_label[lab].get("ece") for lab in labels])
-        summary["brier_macro"] = _mean([per_label[lab].get("brier") for lab in labels])
-    else:
-        for key in ("f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro", "specificity_macro",
-                    "accuracy_macro", "hamming_loss", "subset_accuracy", "ece_macro", "brier_macro"):
-            summary[key] = None
-    return {"summary": summary, "per_label": per_label}
+            ci = _ci(np.nanmean(c.boot[:, idx], axis=1))
+    return value, ci
+
+
+def _auroc_weighted(c: SplitScores):
+    weights = np.array([c.per_label[lab]["positives"] for lab in c.defined], float)
+    if not c.defined or not weights.sum():
+        return None
+    return float(np.average([c.per_label[lab]["auroc"] for lab in c.defined], weights=weights))
+
+
+def _subset_accuracy(c: SplitScores):
+    if not c.any:
+        return None
+    rows = c.present.any(axis=1)
+    exact = np.all((c.pred == np.nan_to_num(c.y_true).astype(int)) | ~c.present, axis=1)
+    return float(exact[rows].mean()) if rows.any() else None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One summary metric of a split: its key in metrics.json (``test_<key>`` in summary.csv), its heading in the
+    report, how it is computed, and how it is shown. The one list below is read by compute_metrics, the summary
+    table (summary.csv / summary.json) and both report pages: adding a metric is one entry."""
+
+    key: str
+    title: str
+    compute: Callable  # SplitScores -> value (or (value, [low, high]) when `ci`)
+    ci: bool = False  # also has `<key>_ci`
+    in_table: bool = True  # a column of the comparison table (all are on each run's page)
+    lower_is_better: bool = False
+    digits: int = 3
+    note: str = ""
+
+
+SUMMARY_METRICS = (
+    Metric("auroc_macro", "mean AUROC", _auroc_macro, ci=True,
+           note="mean over labels of the per-label AUROC"),
+    Metric("auroc_micro", "micro AUROC", lambda c: float(skm.roc_auc_score(c.flat_y, c.flat_p))
+           if c.both_classes() else None, in_table=False, note="AUROC of all labelled image-label pairs pooled"),
+    Metric("auroc_weighted", "weighted AUROC", _auroc_weighted, in_table=False,
+           note="mean of per-label AUROCs weighted by positives"),
+    Metric("auprc_macro", "AUPRC", lambda c: _mean([c.per_label[lab]["auprc"] for lab in c.defined]),
+           note="mean over labels of the average precision"),
+    Metric("auprc_micro", "micro AUPRC", lambda c: float(skm.average_precision_score(c.flat_y, c.flat_p))
+           if c.both_classes() else None, in_table=False),
+    Metric("f1_macro", "F1 macro", lambda c: c.threshold_mean("f1")),
+    Metric("f1_micro", "F1 micro", lambda c: float(skm.f1_score(c.flat_y, c.flat_pred, zero_division=0))
+           if c.any else None),
+    Metric("f1_weighted", "F1 weighted", lambda c: float(np.average([m["f1"] for m in c.at_threshold],
+                                                                    weights=c.positives))
+           if c.any and c.positives.sum() else None, in_table=False),
+    Metric("precision_macro", "precision", lambda c: c.threshold_mean("precision"), in_table=False),
+    Metric("recall_macro", "recall", lambda c: c.threshold_mean("recall"), in_table=False),
+    Metric("specificity_macro", "specificity", lambda c: c.threshold_mean("specificity"), in_table=False),
+    Metric("accuracy_macro", "accuracy", lambda c: c.threshold_mean("accuracy"), in_table=False),
+    Metric("hamming_loss", "Hamming loss", lambda c: float(skm.hamming_loss(c.flat_y, c.flat_pred))
+           if c.any else None, lower_is_better=True, note="share of labelled image-label pairs predicted wrong"),
+    Metric("subset_accuracy", "subset acc.", _subset_accuracy,
+           note="images whose every labelled finding is predicted right"),
+    Metric("ece_macro", "ECE", lambda c: c.label_mean("ece") if c.any else None, lower_is_better=True,
+           note="expected calibration error, 10 bins, mean over labels"),
+    Metric("brier_macro", "Brier", lambda c: c.label_mean("brier") if c.any else None, in_table=False,
+           lower_is_better=True),
+)
 
 
 def paired_bootstrap(y_true, prob_a, prob_b, patients, n_boot: int = 1000, seed: int = 0) -> dict:

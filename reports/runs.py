@@ -1,0 +1,74 @@
+"""Reading run directories for the report: everything it shows about a run comes from the run's files
+(`benchmark.rundir` names them). The metrics are read from metrics.json, the one place they are computed; they
+are computed again from the prediction files only for a run that has none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmark.errors import UserError
+from benchmark.rundir import (CONFIG, ENVIRONMENT, GALLERY, HISTORY, METRICS, REQUESTED, RUNS, STATUS, THRESHOLDS,
+                              TIMING, predictions_file, read_json, read_status)
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in (CONFIG, REQUESTED, STATUS))
+
+
+def find_runs(path: Path) -> tuple[list[Path], Path]:
+    """Run directories under a sweep folder (or the folder itself if it is one run), and where the report goes."""
+    if (path / CONFIG).is_file() or (path / REQUESTED).is_file():
+        return [path], path / "report"
+    runs_dir = path / RUNS if (path / RUNS).is_dir() else path
+    runs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p))
+    if not runs:
+        raise UserError(f"{path} holds no run directories (folders with {CONFIG}); pass a sweep or run folder")
+    return runs, path / "report"
+
+
+def truth_probs(frame: pd.DataFrame, labels) -> tuple[np.ndarray, np.ndarray]:
+    """The y_true_<label> and y_prob_<label> columns of a prediction file as (n, L) arrays (NaN = ignored)."""
+    y = frame[[f"y_true_{lab}" for lab in labels]].to_numpy(dtype=float, na_value=np.nan)
+    p = frame[[f"y_prob_{lab}" for lab in labels]].to_numpy(dtype=float)
+    return y, p
+
+
+def load_run(run_dir: Path, n_boot: int) -> dict:
+    """Everything the report shows about one run, read from its files."""
+    from reports.metrics import compute_metrics
+
+    cfg_file = run_dir / CONFIG if (run_dir / CONFIG).is_file() else run_dir / REQUESTED
+    cfg = (yaml.safe_load(cfg_file.read_text()) or {}) if cfg_file.is_file() else {}
+    status = read_status(run_dir)
+    run = {"name": run_dir.name, "dir": run_dir, "config": cfg, "status": status.get("status", "missing"),
+           "error": status.get("error"), "timing": read_json(run_dir / TIMING, {}) or {},
+           "environment": read_json(run_dir / ENVIRONMENT, {}) or {},
+           "synthetic": bool(status.get("synthetic", cfg.get("dataset") == "phantom"))}
+    hist = run_dir / HISTORY
+    run["history"] = pd.read_csv(hist) if hist.is_file() and hist.stat().st_size else None
+    pred_test = run_dir / predictions_file("test")
+    if run["status"] != "done" or not pred_test.is_file():
+        return run
+    thresholds = read_json(run_dir / THRESHOLDS, {}) or {}
+    labels = thresholds.get("labels") or [c[len("y_prob_"):] for c in pd.read_csv(pred_test, nrows=0).columns
+                                          if c.startswith("y_prob_")]
+    run["labels"] = labels
+    run["thresholds"] = thresholds.get("thresholds")
+    saved = read_json(run_dir / METRICS, {}) or {}
+    for split in ("val", "test"):
+        path = run_dir / predictions_file(split)
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(path)
+        y, p = truth_probs(frame, labels)
+        run[f"{split}_frame"] = frame
+        run[f"{split}_y"], run[f"{split}_p"] = y, p
+        run[f"{split}_metrics"] = saved.get(split) or compute_metrics(
+            y, p, labels, frame["patient"].astype(str).to_numpy(), run["thresholds"],
+            n_boot=n_boot if split == "test" else 0, seed=int(cfg.get("seed", 0) or 0))
+    run["gallery"] = read_json(run_dir / GALLERY) or []
+    return run

@@ -1,0 +1,93 @@
+"""The report, built from run files alone: summary numbers against scikit-learn, every part of the page, escaping,
+rebuilding without models, the page in headless Chromium."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from tests.helpers import COMPETITION5 as LABELS
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_summary_columns_equal_sklearn_on_the_prediction_files(sweep):
+    out, _ = sweep
+    summary = pd.read_csv(out / "report" / "summary.csv").set_index("run")
+    required = ["backbone", "status", "test_auroc_macro", "test_auroc_macro_ci_low", "test_auroc_macro_ci_high",
+                "test_auprc_macro", "test_f1_macro", "test_f1_micro", "test_hamming_loss", "test_subset_accuracy",
+                "params", "train_images_per_s", "inference_ms_per_image"] + [f"test_auroc_{lab}" for lab in LABELS]
+    assert set(required) <= set(summary.columns)
+    run = out / "runs" / "mobilenet-32px"
+    pred = pd.read_csv(run / "predictions_test.csv")
+    thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    aurocs, f1s = [], []
+    flat_y, flat_pred = [], []
+    for lab in LABELS:
+        keep = pred[f"y_true_{lab}"].notna()
+        y, p = pred.loc[keep, f"y_true_{lab}"].astype(int), pred.loc[keep, f"y_prob_{lab}"]
+        hard = (p >= thresholds[lab]["f1"]).astype(int)
+        if y.nunique() == 2:
+            aurocs.append(skm.roc_auc_score(y, p))
+            assert summary.loc["mobilenet-32px", f"test_auroc_{lab}"] == pytest.approx(aurocs[-1])
+        f1s.append(skm.f1_score(y, hard, zero_division=0))
+        flat_y += y.tolist()
+        flat_pred += hard.tolist()
+    row = summary.loc["mobilenet-32px"]
+    assert row["test_auroc_macro"] == pytest.approx(np.mean(aurocs))
+    assert row["test_f1_macro"] == pytest.approx(np.mean(f1s))
+    assert row["test_f1_micro"] == pytest.approx(skm.f1_score(flat_y, flat_pred))
+    assert row["test_hamming_loss"] == pytest.approx(skm.hamming_loss(flat_y, flat_pred))
+    assert row["test_auroc_macro_ci_low"] <= row["test_auroc_macro"] <= row["test_auroc_macro_ci_high"]
+
+
+def test_report_html_has_every_part_and_escapes(sweep):
+    out, _ = sweep
+    html = (out / "report" / "index.html").read_text()
+    assert 'id="synthetic-banner"' in html and "SYNTHETIC DATA" in html
+    for part in ("test mean AUROC (95% CI)", "vs best", "Hamming loss", "ROC curves", "Precision-recall curves",
+                 "Calibration", "Accuracy, speed and size", "AUROC by label", "Grad-CAM", "Failed or unfinished runs",
+                 "too small for mobilenet"):
+        assert part in html, part
+    assert html.count("data:image/png;base64,") >= 6  # self-contained: figures embedded
+    assert "<b>escaped</b>" not in html and "&lt;b&gt;escaped&lt;/b&gt;" in html
+    run_page = (out / "report" / "mobilenet-32px.html").read_text()
+    assert "Confusion matrices" in run_page and "SYNTHETIC DATA" in run_page
+    assert json.loads((out / "report" / "summary.json").read_text())["runs"]
+
+
+def test_report_rebuilds_from_files_alone(sweep, tmp_path):
+    out, _ = sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "runs", copy / "runs", ignore=shutil.ignore_patterns("*.keras", "checkpoint"))
+    result = run_cli("report", "--sweep", copy, "--bootstrap", "50")
+    assert result.returncode == 0, result.stderr
+    assert (copy / "report" / "index.html").is_file()
+    single = run_cli("report", "--sweep", copy / "runs" / "resnet34-32px", "--bootstrap", "50")
+    assert single.returncode == 0 and (copy / "runs" / "resnet34-32px" / "report" / "index.html").is_file()
+
+
+def test_report_in_headless_chromium(sweep, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not browser:
+        pytest.skip("no Chromium installed (.ci/run installs Debian's chromium)")
+    out, _ = sweep
+    shot = tmp_path / "report.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1366,2400", f"--screenshot={shot}",
+           "--enable-logging=stderr", "--v=0", (out / "report" / "index.html").as_uri()]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 50_000, result.stderr[-2000:]
+    assert "Uncaught" not in result.stderr and "ERR_FILE_NOT_FOUND" not in result.stderr
+    import cv2
+
+    img = cv2.imread(str(shot))
+    assert img.shape[0] >= 2000 and img.std() > 20  # tables and figures drawn, not a blank page
+    red = (img[:60, :, 2] > 150) & (img[:60, :, 1] < 60)
+    assert red.mean() > 0.3  # the red synthetic-data banner across the top
