@@ -1,0 +1,113 @@
+"""Helpers the tests share: paths, running the CLI in a fresh interpreter, a tiny configuration, killing a command
+mid-run, and the checks of a one-line error and of a run directory's contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+NIH_SAMPLE = SHARED / "nih-sample"
+CHEXPERT_META = SHARED / "metadata" / "chexpert_train.csv.gz"
+NIH_META = SHARED / "metadata" / "nih_Data_Entry_2017_v2020.csv.gz"
+TEST_DATA = ROOT / "tests" / "data"
+CI_PROFILE = ROOT / "configs" / "ci.yaml"
+COMPETITION5 = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside this checkout")
+
+
+def run_cli(*args, cwd=ROOT, timeout=600, env=None) -> subprocess.CompletedProcess:
+    """`python -m benchmark ARGS` in a fresh interpreter."""
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "benchmark", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+def train_args(out, data_root, *sets, backbone="mobilenet") -> list:
+    """`train` on the ci.yaml profile, with `--set` overrides given as "key=value" strings."""
+    args = ["train", "--config", CI_PROFILE, "--backbone", backbone, "--out", out, "--data-root", data_root]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def kill_9_when(args, state_file: Path, epochs_done: int, timeout: float) -> None:
+    """Start `python -m benchmark ARGS`, wait until `state_file` (a checkpoint's state.json) records
+    `epochs_done` epochs, or the command ends, or `timeout` s pass, then kill it with SIGKILL."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if state_file.is_file() and json.loads(state_file.read_text()).get("epochs_done", 0) >= epochs_done:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def tiny_config(data_root, **changes):
+    """The ci.yaml profile on a given phantom, with overrides."""
+    from benchmark.config import load_config
+
+    return load_config(CI_PROFILE, dict(data_root=str(data_root), backbones=[], **changes))
+
+
+def one_line_error(result, *fragments) -> str:
+    """Assert a command failed as bad input does: exit code 2, one line on stderr naming each fragment."""
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    err = result.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+RUN_FILES = {"config.yaml", "environment.json", "history.csv", "model.keras", "thresholds.json", "timing.json",
+             "metrics.json", "predictions_val.csv", "predictions_test.csv", "status.json"}
+
+
+def assert_run_contract(run_dir: Path, labels=COMPETITION5, epochs: int | None = None) -> dict:
+    """A finished run directory holds every file of docs/run-directory.md, in the documented shape; returns its
+    status."""
+    import pandas as pd
+
+    assert RUN_FILES <= {p.name for p in run_dir.iterdir()}, sorted(p.name for p in run_dir.iterdir())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "done"
+    pred = pd.read_csv(run_dir / "predictions_test.csv")
+    assert list(pred.columns[:2]) == ["path", "patient"]
+    assert [c for c in pred.columns if c.startswith("y_true_")] == [f"y_true_{lab}" for lab in labels]
+    assert [c for c in pred.columns if c.startswith("y_prob_")] == [f"y_prob_{lab}" for lab in labels]
+    assert pred[[f"y_prob_{lab}" for lab in labels]].stack().between(0, 1).all()
+    hist = pd.read_csv(run_dir / "history.csv")
+    if epochs is not None:
+        assert hist["epoch"].tolist() == list(range(epochs))
+    assert {"loss", "val_auroc", "learning_rate"} <= set(hist.columns)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"val", "test"} <= set(metrics) and set(metrics["test"]["summary"]["labels"]) == set(labels)
+    return status
+
+
+def write_pngs(folder, n):
+    """n small non-square PNGs, each with its own grey level and a bright band."""
+    import cv2
+    import numpy as np
+
+    files = []
+    for i in range(n):
+        img = np.full((40, 30), (i * 37) % 200, np.uint8)
+        img[:, :6] = 255
+        path = folder / f"{i}.png"
+        cv2.imwrite(str(path), img)
+        files.append(str(path))
+    return files
