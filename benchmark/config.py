@@ -50,6 +50,7 @@ class Config:
     equalize: str = "none"  # "none", "hist" or "clahe"
     cache_dir: str | None = None  # default: $CXR_BENCH_CACHE or ~/.cache/cxr-bench
     skip_bad_images: bool = False
+    max_image_pixels: int = 100_000_000  # an image whose header announces more is a bad image (decompression bombs)
     phantom_images: int = 2000  # when dataset=phantom and the data root does not exist yet
     phantom_size: int = 128
 
@@ -95,6 +96,8 @@ class Config:
     logical_cpus: int = 0  # >1 splits the CPU into that many devices for MirroredStrategy (tests the multi-GPU path)
     gradcam_images: int = 6
     bootstrap: int = 1000
+    run_timeout: float | None = None  # seconds; a sweep stops a run that takes longer and records it as failed
+    keep_checkpoint: bool = False  # keep checkpoint/ (the resume state, with the optimiser) after a run finishes
 
     # --- sweep grid (empty: the single value above) ---
     backbones: tuple = ()
@@ -143,7 +146,11 @@ def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
         raise bad("set (null is not allowed here)")
     base = next((a for a in args if a is not type(None)), hint) if optional else hint
     if base is Any:
-        return tuple(value) if isinstance(value, list) else value
+        if isinstance(value, list):
+            return tuple(value)
+        if isinstance(value, dict):
+            return dict(value)
+        return value
     if base is bool:
         if isinstance(value, bool):
             return value
@@ -166,52 +173,136 @@ def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
             raise bad("a string")
         return str(value)
     if base is tuple:
+        if isinstance(value, dict):
+            raise bad("a list")
         if isinstance(value, (list, tuple)):
             return tuple(value)
         return (value,)
     return value
 
 
-def validate(cfg: Config, origin: str = "config") -> Config:
-    """Check the values that have a fixed set of choices or a range."""
-    def choice(key, options):
-        value = getattr(cfg, key)
-        if value not in options:
-            raise UserError(f"{origin}: {key}={value!r} is not one of {', '.join(options)}")
+def _int(lo=None, hi=None):
+    def check(v):
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            return f"an integer {_range(lo, hi)}"
+    return check
 
-    from benchmark.data.formats import names as dataset_names
+
+def _num(lo=None, hi=None, lo_open=False, hi_open=False):
+    def check(v):
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            return f"a number {_range(lo, hi, lo_open, hi_open)}"
+        if hi is not None and (v > hi or (hi_open and v == hi)):
+            return f"a number {_range(lo, hi, lo_open, hi_open)}"
+    return check
+
+
+def _range(lo, hi, lo_open=False, hi_open=False) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'above' if lo_open else 'at least'} {lo}"
+    return f"{'below' if hi_open else 'at most'} {hi}"
+
+
+def _choice(options):
+    def check(v):
+        if v not in options:
+            return f"one of {', '.join(map(str, options))}"
+    return check
+
+
+def _policy(v):
+    if isinstance(v, dict):
+        for label, p in v.items():
+            if not isinstance(label, str) or p not in POLICIES:
+                return f"one of {', '.join(POLICIES)}, or a mapping of labels to them (e.g. {{Edema: ones}})"
+    elif v not in POLICIES:
+        return f"one of {', '.join(POLICIES)}, or a mapping of labels to them (e.g. {{Edema: ones}})"
+
+
+def _labels(v):
+    from benchmark.data.labels import LABEL_SETS
+
+    names = ", ".join([*LABEL_SETS, "all"])
+    if isinstance(v, str):
+        if v not in (*LABEL_SETS, "all"):
+            return f"a label set ({names}) or a list of label names"
+    elif not isinstance(v, tuple) or not v or not all(isinstance(x, str) and x for x in v):
+        return f"a label set ({names}) or a non-empty list of label names"
+
+
+def _projections(v):
+    if v is not None and (not isinstance(v, tuple) or not v or not all(isinstance(x, str) and x for x in v)):
+        return "a list of projections such as [AP, PA], or null for all"
+
+
+def _backbone(v):
     from models.registry import REGISTRY
 
-    choice("dataset", dataset_names())
-    choice("finetune", FINETUNES)
-    choice("loss", LOSSES)
-    choice("optimizer", OPTIMIZERS)
-    choice("schedule", SCHEDULES)
-    choice("blank", ("negative", "ignore"))
-    choice("views", ("frontal", "all"))
-    choice("resize", ("crop", "pad"))
-    choice("equalize", ("none", "hist", "clahe"))
-    choice("precision", ("auto", "float32", "mixed_float16", "mixed_bfloat16"))
-    policies = cfg.policy.values() if isinstance(cfg.policy, dict) else [cfg.policy]
-    for p in list(policies) + list(cfg.policies):
-        if p not in POLICIES:
-            raise UserError(f"{origin}: policy {p!r} is not one of {', '.join(POLICIES)}")
-    for b in (cfg.backbone, *cfg.backbones):
-        if b not in REGISTRY:
-            raise UserError(f"{origin}: unknown backbone {b!r}; valid: {', '.join(sorted(REGISTRY))}")
-    for ft in cfg.finetunes:
-        if ft not in FINETUNES:
-            raise UserError(f"{origin}: finetune {ft!r} is not one of {', '.join(FINETUNES)}")
-    for key in ("image_size", "epochs", "batch_size"):
-        if getattr(cfg, key) < 1:
-            raise UserError(f"{origin}: {key} must be at least 1, got {getattr(cfg, key)}")
-    if not 0 <= cfg.val_fraction < 1 or not 0 <= cfg.test_fraction < 1 or cfg.val_fraction + cfg.test_fraction >= 1:
-        raise UserError(f"{origin}: val_fraction and test_fraction must each be in [0, 1) and sum to less than 1")
-    if not 0 <= cfg.dropout < 1:
-        raise UserError(f"{origin}: dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.learning_rate <= 0:
-        raise UserError(f"{origin}: learning_rate must be positive, got {cfg.learning_rate}")
+    if v not in REGISTRY:
+        return f"a registered backbone ({', '.join(sorted(REGISTRY))})"
+
+
+def _dataset(v):
+    from benchmark.data.formats import names
+
+    if v not in names():
+        return f"one of {', '.join(names())}"
+
+
+# The range or choices of every key that has one (types come from the annotations of Config).
+CHECKS = {
+    "dataset": _dataset, "labels": _labels, "policy": _policy, "blank": _choice(("negative", "ignore")),
+    "views": _choice(("frontal", "all")), "projections": _projections,
+    "val_fraction": _num(0, 1, hi_open=True), "test_fraction": _num(0, 1, hi_open=True), "split_seed": _int(0),
+    "max_train_images": _int(1), "image_size": _int(16, 4096), "resize": _choice(("crop", "pad")),
+    "equalize": _choice(("none", "hist", "clahe")), "max_image_pixels": _int(1), "phantom_images": _int(20),
+    "phantom_size": _int(32, 2048),
+    "backbone": _backbone, "finetune": _choice(FINETUNES), "gradual_epochs": _int(0),
+    "gradual_lr_factor": _num(0, lo_open=True), "dropout": _num(0, 1, hi_open=True), "head_hidden": _int(0),
+    "bn_momentum": _num(0, 1, hi_open=True), "bn_reestimate_batches": _int(0),
+    "epochs": _int(1), "batch_size": _int(1), "learning_rate": _num(0, lo_open=True),
+    "optimizer": _choice(OPTIMIZERS), "weight_decay": _num(0), "momentum": _num(0, 1, hi_open=True),
+    "schedule": _choice(SCHEDULES), "warmup_epochs": _int(0), "plateau_factor": _num(0, 1, True, True),
+    "plateau_patience": _int(0), "early_stopping_patience": _int(1), "loss": _choice(LOSSES),
+    "focal_gamma": _num(0), "rotation": _num(0, 180), "shift": _num(0, 1, hi_open=True),
+    "zoom": _num(0, 1, hi_open=True), "brightness": _num(0, 1), "contrast": _num(0, 1), "seed": _int(0),
+    "precision": _choice(("auto", "float32", "mixed_float16", "mixed_bfloat16")), "steps_per_epoch": _int(1),
+    "logical_cpus": _int(0, 64), "gradcam_images": _int(0, 100),
+    "bootstrap": lambda v: None if v == 0 or 50 <= v <= 100_000 else "0 (no confidence intervals) or 50 to 100000",
+    "run_timeout": _num(0, lo_open=True),
+}
+
+
+def validate(cfg: Config, origin: str = "config") -> Config:
+    """Check every value's range or choices, the sweep axes' elements included; a UserError names the key, the
+    value and where it came from."""
+    types_ = _field_types()
+    for key, check in CHECKS.items():
+        value = getattr(cfg, key)
+        if value is None and key not in ("labels", "policy"):
+            continue
+        expected = check(value)
+        if expected:
+            raise UserError(f"{origin}: {key} must be {expected}, got {_shown(value)}")
+    for multi, single in SWEEP_KEYS.items():
+        for i, value in enumerate(getattr(cfg, multi)):
+            element = _coerce(f"{multi}[{i}]", value, types_[single], origin)
+            if single == "policy" and isinstance(element, dict):
+                expected = _policy(element)
+            else:
+                expected = CHECKS[single](element) if single in CHECKS else None
+            if expected:
+                raise UserError(f"{origin}: {multi}[{i}] must be {expected}, got {_shown(value)}")
+    if cfg.val_fraction + cfg.test_fraction >= 1:
+        raise UserError(f"{origin}: val_fraction + test_fraction must be below 1, got "
+                        f"{cfg.val_fraction} + {cfg.test_fraction}")
     return cfg
+
+
+def _shown(value) -> str:
+    return repr(list(value) if isinstance(value, tuple) else value)
 
 
 def merge(base: Config, values: dict, origin: str) -> Config:

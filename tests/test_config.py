@@ -3,7 +3,7 @@ import pytest
 from benchmark.config import Config, grid, load_config, merge, parse_set, run_name
 from benchmark.errors import UserError
 from benchmark.sweep import plan_runs
-from tests.helpers import ROOT
+from tests.helpers import ROOT, one_line_error, run_cli
 
 
 def test_profiles_load():
@@ -29,7 +29,7 @@ def test_unknown_key_and_bad_values_are_clear_errors():
         merge(Config(), {"epoch": 3}, "--set")
     with pytest.raises(UserError, match="epochs must be an integer"):
         merge(Config(), {"epochs": "many"}, "--set")
-    with pytest.raises(UserError, match="policy 'maybe'"):
+    with pytest.raises(UserError, match="x.yaml: policy must be one of .*got 'maybe'"):
         merge(Config(), {"policy": "maybe"}, "x.yaml")
     with pytest.raises(UserError, match="expected key=value"):
         parse_set(["epochs"])
@@ -52,3 +52,34 @@ def test_grid_and_names():
     names = [n for n, _ in plan_runs(cfg)]
     assert "mobilenet-zeros-s0" in names and len(set(names)) == 8
     assert run_name(Config(backbone="resnet50"), set()) == "resnet50"
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("image_sizes", "[x]", "image_sizes[0] must be an integer, got 'x'"),
+    ("labels", "5", "labels must be a label set"),
+    ("projections", "5", "projections must be a list of projections"),
+    ("image_sizes", "[1.5]", "image_sizes[0] must be an integer, got 1.5"),
+    ("seeds", "[a]", "seeds[0] must be an integer, got 'a'"),
+    ("bootstrap", "-1", "bootstrap must be 0 (no confidence intervals) or 50 to 100000, got -1"),
+    ("plateau_factor", "2", "plateau_factor must be a number in (0, 1), got 2.0"),
+    ("steps_per_epoch", "0", "steps_per_epoch must be an integer at least 1, got 0"),
+    ("max_train_images", "0", "max_train_images must be an integer at least 1, got 0"),
+    ("max_train_images", "-5", "max_train_images must be an integer at least 1, got -5"),
+    ("backbones", "[mobilenet, vgg16]", "backbones[1] must be a registered backbone"),
+    ("policies", "[zeros, maybe]", "policies[1] must be one of ignore"),
+    ("val_fraction", "0.95", "val_fraction + test_fraction must be below 1"),
+    ("run_timeout", "0", "run_timeout must be a number above 0"),
+    ("image_size", "8", "image_size must be an integer in [16, 4096], got 8"),
+    ("dataset", "mimic", "dataset must be one of phantom, chexpert, nih, csv"),
+])
+def test_every_value_is_checked_when_the_configuration_is_loaded(key, value, expected):
+    with pytest.raises(UserError) as err:
+        load_config(ROOT / "configs" / "quick.yaml", parse_set([f"{key}={value}"]))
+    assert str(err.value).startswith("--set: ") and expected in str(err.value), str(err.value)
+
+
+def test_a_bad_value_is_one_line_and_exit_2_before_any_work(tmp_path):
+    result = run_cli("sweep", "--config", ROOT / "configs" / "ci.yaml", "--out", tmp_path / "s", "--set",
+                     "image_sizes=[1.5]")
+    one_line_error(result, "image_sizes[0] must be an integer, got 1.5")
+    assert not (tmp_path / "s").exists()  # refused before the sweep folder was made
