@@ -188,3 +188,43 @@ def test_nih_sample_with_images(tmp_path):
     assert len(ds.frame) == 421 and labels == NIH_14
     assert all(os.path.isfile(f) for f in ds.frame["file"])
     assert ds.frame[list(NIH_14)].sum().min() >= 1  # every label occurs in the sample
+
+
+def test_a_path_is_checked_as_it_is_opened_after_the_prefix_is_removed(tmp_path, chexpert):
+    # With --data-root at the download's own folder the first component is removed: the rest must stay inside.
+    bad = chexpert.parent / "bad" / "CheXpert-v1.0-small"
+    write_chexpert(bad, [row("CheXpert-v1.0-small/../x.jpg")])
+    (bad / "x.jpg").write_bytes(b"")
+    with pytest.raises(UserError, match=r"line 2: path 'CheXpert-v1.0-small/../x.jpg' escapes the data root"):
+        load_table("chexpert", bad / "train.csv", bad)
+    write_chexpert(bad, [row("CheXpert-v1.0-small/train/../../../../etc/passwd")])
+    with pytest.raises(UserError, match="escapes the data root"):
+        load_table("chexpert", bad / "train.csv", bad.parent)
+    # a symbolic link inside the data root is the user's own (data on another disk): followed
+    elsewhere = tmp_path / "other-disk" / "train"
+    elsewhere.mkdir(parents=True)
+    cv2.imwrite(str(elsewhere / "view1_frontal.jpg"), np.full((20, 20), 90, np.uint8))
+    linked = tmp_path / "linked" / "CheXpert-v1.0-small"
+    linked.mkdir(parents=True)
+    (linked / "train").symlink_to(elsewhere)
+    write_chexpert(linked, [row("CheXpert-v1.0-small/train/view1_frontal.jpg")])
+    ds = load_table("chexpert", linked / "train.csv", linked)
+    assert os.path.isfile(ds.frame["file"].iloc[0])
+
+
+def test_empty_header_only_and_duplicate_label_files(tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(UserError, match="empty.csv is empty"):
+        load_table("csv", tmp_path / "empty.csv", tmp_path, path_column="path")
+    (tmp_path / "header.csv").write_text("path,Edema\n")
+    with pytest.raises(UserError, match="header.csv has a header but no rows"):
+        load_table("csv", tmp_path / "header.csv", tmp_path, path_column="path")
+    pd.DataFrame({"path": ["a.png", "b.png", "a.png"], "Edema": [1, 0, 1]}).to_csv(tmp_path / "dup.csv", index=False)
+    ds = load_table("csv", tmp_path / "dup.csv", tmp_path, path_column="path")
+    assert ds.frame["path"].tolist() == ["a.png", "b.png"]  # the repeat is dropped
+    assert "listed more than once with the same labels" in capsys.readouterr().err
+    pd.DataFrame({"path": ["a.png", "b.png", "a.png"], "Edema": [1, 0, 0]}).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(UserError, match=r"image 'a.png' is listed 2 times with different labels \(rows 1, 3\)"):
+        load_table("csv", tmp_path / "dup.csv", tmp_path, path_column="path")
+    result = run_cli("data", "inspect", "--dataset", "chexpert", "--csv", tmp_path / "empty.csv")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "is empty" in result.stderr

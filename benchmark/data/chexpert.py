@@ -34,9 +34,9 @@ def chexpert_frame(csv: Path, root: Path, source_split: str) -> pd.DataFrame:
         raise UserError(f"{csv}: missing label column(s) {', '.join(map(repr, missing_labels))}; is this a CheXpert "
                         f"train.csv / valid.csv? For other CSVs use --dataset csv")
     paths = frame["Path"].astype(str)
-    check_inside(paths, csv)
     strip = _strip_prefix(paths.iloc[0], root) if len(paths) else False
-    rel = paths.str.split("/", n=1).str[1] if strip else paths
+    rel = paths.str.split("/", n=1).str[1].fillna("") if strip else paths
+    check_inside(rel, csv, written=paths)
     ids = paths.str.extract(r"(patient\d+)/(study\d+)")
     view_col = frame["Frontal/Lateral"].astype(str) if "Frontal/Lateral" in frame else pd.Series(
         np.where(paths.str.contains("frontal"), "Frontal", "Lateral"), index=frame.index)
@@ -57,6 +57,10 @@ def load_chexpert(csv: Path, root: Path, options: LoadOptions) -> tuple[pd.DataF
     `options.valid_csv`) become val."""
     parts = [chexpert_frame(csv, root, "train")]
     valid = options.valid_csv or (csv.parent / "valid.csv" if csv.name.startswith("train") else None)
+    sources = []
     if options.include_valid and valid is not None and Path(valid).is_file():
         parts.append(chexpert_frame(Path(valid), root, "val"))
-    return pd.concat(parts, ignore_index=True), CHEXPERT_14
+        sources.append(str(valid))
+    frame = pd.concat(parts, ignore_index=True)
+    frame.attrs["sources"] = sources
+    return frame, CHEXPERT_14

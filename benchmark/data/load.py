@@ -10,7 +10,7 @@ import pandas as pd
 
 from benchmark.data.formats import LoadOptions, default_csv, get_format
 from benchmark.data.splits import check_leakage, patient_split, subsample_patients
-from benchmark.data.table import PHANTOM_MARKER, Dataset
+from benchmark.data.table import PHANTOM_MARKER, Dataset, drop_duplicates
 from benchmark.errors import UserError
 
 
@@ -34,6 +34,10 @@ def load_table(dataset: str, csv: str | os.PathLike, data_root: str | os.PathLik
                           need_files=need_files, path_column=path_column, patient_column=patient_column,
                           split_column=split_column, labels=labels)
     frame, all_labels = fmt.load()(csv, root, options)
+    sources = tuple(dict.fromkeys([str(csv), *frame.attrs.get("sources", ())]))
+    attrs = dict(frame.attrs)
+    frame = drop_duplicates(frame, all_labels, csv)
+    frame.attrs.update(attrs)
     if views == "frontal":
         frame = frame[frame["view"] == "frontal"]
     if projections:
@@ -42,7 +46,7 @@ def load_table(dataset: str, csv: str | os.PathLike, data_root: str | os.PathLik
         raise UserError(f"{csv}: no images left after filtering (views={views}, projections={projections}); "
                         f"use --all-views or another projection filter")
     return Dataset(kind=dataset, frame=frame.reset_index(drop=True), labels=tuple(all_labels), source=str(csv),
-                   root=root, synthetic=synthetic)
+                   root=root, synthetic=synthetic, sources=sources)
 
 
 def assign_splits(ds: Dataset, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
@@ -60,7 +64,7 @@ def assign_splits(ds: Dataset, val_fraction: float, test_fraction: float, seed: 
         frame.loc[pool, "split"] = patient_split(frame.loc[pool, "patient"], fractions, seed)
     source = frame.attrs.get("user_split") or frame.attrs.get("official_test") or "the split"
     check_leakage(frame, source)
-    return Dataset(ds.kind, frame, ds.labels, ds.source, ds.root, ds.synthetic)
+    return Dataset(ds.kind, frame, ds.labels, ds.source, ds.root, ds.synthetic, ds.sources)
 
 
 def load_dataset(cfg, need_files: bool = True) -> tuple[Dataset, tuple]:

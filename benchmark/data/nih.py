@@ -42,7 +42,7 @@ def load_nih(csv: Path, root: Path, options: LoadOptions) -> tuple[pd.DataFrame,
                         f"expected names from: {', '.join(NIH_14)} or 'No Finding'")
     onehot = pd.crosstab(exploded.index, exploded).reindex(index=frame.index, columns=list(NIH_14), fill_value=0)
     names = frame["Image Index"].astype(str)
-    check_inside(names, csv)
+    check_inside("images/" + names, csv, written=names)  # opened as images/NAME (or in an archive folder)
     index = image_index(root) if options.need_files else {}
     default_dir = str(root / "images") + os.sep
     files = names.map(index).fillna(default_dir + names) if index else default_dir + names
@@ -61,10 +61,13 @@ def load_nih(csv: Path, root: Path, options: LoadOptions) -> tuple[pd.DataFrame,
         if test_list.is_file():
             test_names = set(test_list.read_text().split())
             out.loc[out["path"].isin(test_names), "split"] = "test"
-            out.attrs["official_test"] = str(test_list)
+            sources = [str(test_list)]
             train_list = folder / "train_val_list.txt"
             if train_list.is_file():
                 listed = test_names | set(train_list.read_text().split())
                 out = out[out["path"].isin(listed)]
+                sources.append(str(train_list))
+            out.attrs["official_test"] = str(test_list)
+            out.attrs["sources"] = sources
             break
     return out, NIH_14

@@ -30,6 +30,7 @@ class Dataset:
     source: str
     root: Path | None
     synthetic: bool = False
+    sources: tuple = ()  # every label file (and split list) read, for the run's fingerprint
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name]
@@ -42,8 +43,12 @@ def read_table(path: str | os.PathLike, required: tuple = ()) -> pd.DataFrame:
         raise UserError(f"label file {path} does not exist; pass --csv or --data-root pointing at the download")
     try:
         frame = pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path} is empty (no header, no rows); point at the data set's label file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise UserError(f"{path}: cannot be read as CSV ({str(exc).splitlines()[0]})") from None
+    if frame.empty:
+        raise UserError(f"{path} has a header but no rows; point at the data set's label file")
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(map(repr, missing))}; "
@@ -73,11 +78,38 @@ def numeric_labels(frame: pd.DataFrame, labels, source) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def check_inside(paths: pd.Series, source) -> None:
-    """Refuse paths that are absolute or climb out of the data root."""
-    suspicious = paths.str.startswith("/") | paths.str.contains("..", regex=False)
+def check_inside(opened: pd.Series, source, written: pd.Series | None = None) -> None:
+    """Refuse image paths that are absolute or climb out of the data root, checked in the form in which they are
+    opened under it (after a data set's prefix is removed, ".." collapsed); `written` is how the label file
+    wrote them, for the message. Symbolic links inside the data root are the user's own and are followed."""
+    written = opened if written is None else written
+    suspicious = opened.str.startswith(("/", "\\")) | opened.str.contains("..", regex=False) | opened.str.contains(
+        ":", regex=False)
     for i in np.flatnonzero(suspicious.to_numpy()):
-        p = paths.iloc[i]
-        if os.path.isabs(p) or os.path.normpath(p).startswith(".."):
-            raise UserError(f"{source}: line {i + 2}: path {p!r} escapes the data root; "
+        p = opened.iloc[i]
+        norm = os.path.normpath(p)
+        if os.path.isabs(p) or norm == ".." or norm.startswith(".." + os.sep) or (len(p) > 1 and p[1] == ":"):
+            raise UserError(f"{source}: line {i + 2}: path {written.iloc[i]!r} escapes the data root; "
                             f"paths must be relative to the data set's folder")
+
+
+def drop_duplicates(frame: pd.DataFrame, labels, source) -> pd.DataFrame:
+    """One row per image: repeated rows with the same labels are dropped with a warning; repeats whose labels
+    disagree are a UserError naming the image."""
+    dup = frame["file"].duplicated(keep=False)
+    if not dup.any():
+        return frame
+    repeats = frame[dup]
+    values = repeats[list(labels)].fillna(-9)
+    conflicting = values.groupby(repeats["file"]).nunique().max(axis=1) > 1
+    if conflicting.any():
+        file = conflicting[conflicting].index[0]
+        rows = np.flatnonzero((frame["file"] == file).to_numpy())
+        raise UserError(f"{source}: image {frame['path'].iloc[rows[0]]!r} is listed {len(rows)} times with different "
+                        f"labels (rows {', '.join(str(r + 1) for r in rows[:4])}); keep one row per image")
+    import sys
+
+    n = int(frame["file"].duplicated().sum())
+    print(f"warning: {source}: {n} image(s) listed more than once with the same labels (e.g. "
+          f"{repeats['path'].iloc[0]!r}); the repeats are ignored", file=sys.stderr)
+    return frame[~frame["file"].duplicated()]

@@ -23,6 +23,35 @@ from benchmark.decoders import usable_cores
 from benchmark.errors import UserError
 
 FOLDER = "CheXpert-v1.0-small"
+PARTIAL_MARKER = ".cxr-bench-phantom-partial"  # in the folder a phantom is written in before it is complete
+
+
+def _is_partial(folder: Path) -> bool:
+    return (folder / PARTIAL_MARKER).is_file()
+
+
+def check_target(out: Path) -> None:
+    """The phantom writes only into a missing or empty folder, or one that holds nothing but a phantom it made
+    (and its unfinished partial folder); anything else, a download above all, is refused and left untouched."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give the phantom a missing or empty folder")
+    if not out.is_dir():
+        return
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        if entry.name == FOLDER and entry.is_dir() and (entry / PHANTOM_MARKER).is_file():
+            continue
+        if entry.name == FOLDER + ".partial" and entry.is_dir() and _is_partial(entry):
+            continue
+        foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        what = (f"{FOLDER}/ without the phantom's {PHANTOM_MARKER}, which looks like a real CheXpert download"
+                if f"{FOLDER}/" in foreign else shown)
+        raise UserError(f"{out} holds files that are not a cxr-bench phantom ({what}); the synthetic phantom is "
+                        f"written only into a missing or empty folder, or over a phantom it made. Nothing was "
+                        f"changed: choose another folder for the phantom, or, to train on a real download, use "
+                        f"a profile for it (e.g. --config configs/chexpert.yaml)")
 
 
 def _plan(n: int, seed: int, stats: dict) -> list[dict]:
@@ -70,10 +99,14 @@ def make_phantom(out: str | os.PathLike, n: int = 2000, size: int = 128, seed: i
         raise UserError(f"make-phantom --size {size}: use at least 32 px")
     start = time.perf_counter()
     stats = load_label_stats()
-    root = Path(out) / FOLDER
-    tmp = Path(out) / (FOLDER + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    out = Path(out)
+    check_target(out)
+    root = out / FOLDER
+    tmp = out / (FOLDER + ".partial")
+    if tmp.is_dir():  # ours (check_target): an interrupted earlier write
+        shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    (tmp / PARTIAL_MARKER).write_text("an unfinished cxr-bench phantom; deleted by the next make-phantom here\n")
     plan = _plan(n, seed, stats)
     rng = np.random.default_rng(seed + 1)
     # one set of labels per study: frontal and lateral views of a study share their findings
@@ -112,7 +145,9 @@ def make_phantom(out: str | os.PathLike, n: int = 2000, size: int = 128, seed: i
     (tmp / PHANTOM_MARKER).write_text(
         "SYNTHETIC DATA. This folder is the cxr-bench phantom: procedurally rendered images that imitate chest "
         f"radiographs, with labels sampled at CheXpert's rates. Not real patients. n={n} size={size} seed={seed}\n")
-    shutil.rmtree(root, ignore_errors=True)
+    (tmp / PARTIAL_MARKER).unlink()
+    if root.is_dir():  # a phantom made earlier (check_target): replaced
+        shutil.rmtree(root)
     tmp.rename(root)
     seconds = time.perf_counter() - start
     return {"root": str(root), "images": len(plan), "patients": len(patients), "seconds": seconds,
