@@ -22,13 +22,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import zlib
+
 import cv2
 import numpy as np
 
-from benchmark.decoders import decode_to_file, decoder_pool, process_alive, spans, stop_decoders
+from benchmark.decoders import decode_to_file, decoder_pool, spans, stop_decoders
 from benchmark.errors import UserError
+from benchmark.images import MAX_PIXELS
+from benchmark.ownership import lock_is_held
+from benchmark.processes import process_alive
 
-CACHE_VERSION = 2  # 2: bilinear resizing when shrinking by less than 1/0.7
+CACHE_VERSION = 3  # 2: bilinear resizing when shrinking by less than 1/0.7; 3: the pixel limit is in the key
+BUILDING = ".building"  # a partial build's lock file, held (flock) by the process building it
+CHECK_ROWS = 32  # images whose CRC is recorded, to detect a damaged cache when it is opened
 
 
 def default_cache_dir() -> Path:
@@ -71,13 +78,14 @@ class ImageCache:
             raise UserError(self.error)
 
 
-def cache_key(files, size: int, resize: str, equalize: str) -> str:
-    return _fingerprint(files, size, resize, equalize)[0]
+def cache_key(files, size: int, resize: str, equalize: str, max_pixels: int = MAX_PIXELS) -> str:
+    return _fingerprint(list(dict.fromkeys(files)), size, resize, equalize, max_pixels)[0]
 
 
-def _fingerprint(files, size: int, resize: str, equalize: str) -> tuple[str, list]:
+def _fingerprint(files, size: int, resize: str, equalize: str, max_pixels: int = MAX_PIXELS) -> tuple[str, list]:
     """The cache's key, and the files that are missing or empty (known before any image is decoded)."""
-    digest = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{resize}|{equalize}".encode())
+    limit = "" if max_pixels == MAX_PIXELS else f"|{max_pixels}"
+    digest = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{resize}|{equalize}{limit}".encode())
     bad = []
     for f in files:
         try:
@@ -112,21 +120,71 @@ def _reserve(path: Path, nbytes: int) -> None:
 
 
 def _partial_name(key: str) -> str:
-    """The folder a cache is built in: named by the machine and process building it, so that another process
-    can tell an abandoned build from a running one (the cache folder may be shared by several machines)."""
+    """The folder a cache is built in: named by the machine and process building it (two builds never share
+    one), and holding the lock file its builder holds."""
     return f"{key}.partial-{socket.gethostname()}-{os.getpid()}"
 
 
 def _remove_abandoned(cache_dir: Path) -> None:
-    """Delete the partial builds, of any cache, left by processes of this machine that no longer run (killed
-    mid-build): one can be as large as the cache it was to become."""
+    """Delete the partial builds, of any cache, whose builder is gone (killed mid-build): one can be as large as
+    the cache it was to become. A build in progress holds an flock on its lock file, which the operating system
+    releases when its process dies, on any machine or container that shares the folder; only folders named as
+    builds name them are considered. (Builds of earlier versions, without a lock file, are removed when the
+    process their name gives is gone from this machine.)"""
     here = socket.gethostname()
     for partial in cache_dir.glob("*.partial-*"):
-        host, _, pid = partial.name.split(".partial-", 1)[1].rpartition("-")
-        if host and host != here:  # no host: named by an earlier version, which ran here
+        key = partial.name.split(".partial-", 1)[0]
+        if not partial.is_dir() or len(key) != 20 or any(c not in "0123456789abcdef" for c in key):
             continue
-        if pid.isdigit() and not process_alive(int(pid)):
+        if (partial / BUILDING).is_file():
+            if not lock_is_held(partial / BUILDING):
+                shutil.rmtree(partial, ignore_errors=True)
+            continue
+        host, _, pid = partial.name.split(".partial-", 1)[1].rpartition("-")
+        if (not host or host == here) and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
+
+
+def _hold_build_lock(tmp: Path) -> int | None:
+    """Create and lock the partial folder's lock file; the descriptor is held until the build ends."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(tmp / BUILDING, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"cxr-bench cache build, process {os.getpid()} on {socket.gethostname()}\n".encode())
+    return fd
+
+
+def _check_rows(n: int) -> list[int]:
+    return sorted({int(i) for i in np.linspace(0, n - 1, min(n, CHECK_ROWS))}) if n else []
+
+
+def _row_crcs(images: np.ndarray, rows) -> list[int]:
+    return [zlib.crc32(np.ascontiguousarray(images[r]).tobytes()) for r in rows]
+
+
+def _damage(final: Path, files, size: int) -> str | None:
+    """Why a finished cache cannot be used as it is (None if it can): truncated, its files unreadable, or its
+    sampled images not what was stored."""
+    try:
+        meta = json.loads((final / "meta.json").read_text())
+        listed = (final / "files.txt").read_text().splitlines()
+        expected = len(files) * size * size
+        actual = (final / "images.u8").stat().st_size
+    except (OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:80]}"
+    if meta.get("images") != len(files) or len(listed) != len(files) or meta.get("size") != size:
+        return "its file list does not match"
+    if actual < expected:
+        return f"images.u8 is truncated ({actual:,} of {expected:,} bytes)"
+    check = meta.get("check")
+    if check:
+        images = np.memmap(final / "images.u8", dtype=np.uint8, mode="r", shape=(len(files), size, size))
+        if _row_crcs(images, check["rows"]) != check["crc32"]:
+            return "its stored images differ from what was decoded"
+    return None
 
 
 def _sync(path: Path) -> None:
@@ -142,7 +200,10 @@ def _sync(path: Path) -> None:
 def _finish(tmp: Path, final: Path, files, meta: dict) -> None:
     """Make the decoded images durable, write the cache's other files into `tmp`, and rename it to `final`."""
     _sync(tmp / "images.u8")
-    (tmp / "files.txt").write_text("\n".join(files) + "\n")
+    with open(tmp / "files.txt", "w") as fh:
+        fh.write("\n".join(files) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     with open(tmp / "meta.json", "w") as fh:
         fh.write(json.dumps(meta))
         fh.flush()
@@ -151,58 +212,83 @@ def _finish(tmp: Path, final: Path, files, meta: dict) -> None:
         tmp.rename(final)
     except OSError:  # another process finished the same cache first
         shutil.rmtree(tmp, ignore_errors=True)
+        return
+    (final / BUILDING).unlink(missing_ok=True)
+    try:
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def build_cache(files, size: int, resize: str = "crop", equalize: str = "none", cache_dir=None,
-                skip_bad: bool = False, workers: int | None = None, log=print, wait: bool = True) -> ImageCache:
+                skip_bad: bool = False, workers: int | None = None, log=print, wait: bool = True,
+                max_pixels: int = MAX_PIXELS) -> ImageCache:
     """Decode every file once into a cache (or open the existing one for these inputs).
 
     A bad image stops the build with its name, or with `skip_bad` is recorded in the cache's bad list.
     With `wait=False` the cache is returned as soon as its images are decoded, and a background thread makes
     them durable and finishes the cache's files (call `wait()` before another process needs them).
     """
-    return begin_cache(files, size, resize, equalize, cache_dir, skip_bad, workers, log, wait).result()
+    return begin_cache(files, size, resize, equalize, cache_dir, skip_bad, workers, log, wait, max_pixels).result()
 
 
 def begin_cache(files, size: int, resize: str = "crop", equalize: str = "none", cache_dir=None,
-                skip_bad: bool = False, workers: int | None = None, log=print, wait: bool = True) -> "CacheBuild":
+                skip_bad: bool = False, workers: int | None = None, log=print, wait: bool = True,
+                max_pixels: int = MAX_PIXELS) -> "CacheBuild":
     """Start build_cache: the decoders are given their work and this returns at once, so that the caller can
     set up what it needs next (the model, the input pipeline over `images`) while they run. Its result()
     waits for them and returns the ImageCache; cancel() (or leaving a `with` block without result()) stops
     them and removes the partial cache."""
     files = list(dict.fromkeys(files))
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    key, missing = _fingerprint(files, size, resize, equalize)
+    key, missing = _fingerprint(files, size, resize, equalize, max_pixels)
     final = cache_dir / key
-    meta_file = final / "meta.json"
-    if meta_file.is_file():
-        stop_decoders()  # not needed
-        meta = json.loads(meta_file.read_text())
-        if meta["bad"] and not skip_bad:
-            raise _bad_image_error(meta["bad"][0][1], f"{len(meta['bad'])} bad image(s) in all")
-        return CacheBuild(ImageCache(final, files, size, meta["bad"], 0.0))
+    if final.is_dir():
+        damage = _damage(final, files, size)
+        if damage is None:
+            stop_decoders()  # not needed
+            meta = json.loads((final / "meta.json").read_text())
+            if meta["bad"] and not skip_bad:
+                raise _bad_image_error(meta["bad"][0][1], f"{len(meta['bad'])} bad image(s) in all")
+            build = CacheBuild(ImageCache(final, files, size, meta["bad"], 0.0))
+            build.key = key
+            return build
+        print(f"warning: the image cache {final} is damaged ({damage}); it is rebuilt", file=sys.stderr)
+        doomed = final.with_name(f"{key}.damaged-{os.getpid()}")
+        final.rename(doomed)  # then a reader that opens it meanwhile gets nothing half-deleted
+        shutil.rmtree(doomed, ignore_errors=True)
     if missing and not skip_bad:  # before decoding: the caller may not look at the result for a while
         raise _bad_image_error(missing[0], f"{len(missing)} missing or empty image(s) in all")
+    cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(cache_dir)
     tmp = cache_dir / _partial_name(key)
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # this process's own, from a build it cancelled
     tmp.mkdir(parents=True)
+    lock_fd = _hold_build_lock(tmp)
     start = time.perf_counter()
     shape = (max(1, len(files)), size, size)
     try:
         _reserve(tmp / "images.u8", int(np.prod(shape)))
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if lock_fd is not None:
+            os.close(lock_fd)
         raise UserError(f"cannot make the image cache in {cache_dir} ({int(np.prod(shape)) >> 20} MB): {exc}; "
                         "free space there or set cache_dir (or CXR_BENCH_CACHE) to another folder") from None
     path = str(tmp / "images.u8")
     pool, workers = decoder_pool(len(files), workers)
     cache = ImageCache(final, files, size, [], array=np.memmap(path, dtype=np.uint8, mode="r+", shape=shape))
-    meta = {"version": CACHE_VERSION, "size": size, "resize": resize, "equalize": equalize, "images": len(files)}
+    meta = {"version": CACHE_VERSION, "size": size, "resize": resize, "equalize": equalize, "images": len(files),
+            "max_pixels": max_pixels}
     build = CacheBuild(cache, pool=pool, tmp=tmp, meta=meta, skip_bad=skip_bad, log=log, wait=wait, start=start)
+    build.key, build.lock_fd = key, lock_fd
     try:
         for i, j in spans(len(files), workers):
-            build.submit(j, decode_to_file, path, files[i:j], i, size, resize, equalize)
+            build.submit(j, decode_to_file, path, files[i:j], i, size, resize, equalize, max_pixels)
     except BaseException:
         build.cancel()
         raise
@@ -217,6 +303,7 @@ class CacheBuild:
                  skip_bad: bool = False, log=print, wait: bool = True, start: float = 0.0):
         self.cache, self.pool, self.tmp, self.meta = cache, pool, tmp, meta
         self.skip_bad, self.log, self.wait = skip_bad, log, wait
+        self.key, self.lock_fd = cache.path.name, None  # the cache's key; the partial folder's lock, while building
         self.futures, self.ends = [], []  # each decoding task, and the number of images done when it is
         self.decoded_at = None  # when the last task ended (result() may be called much later)
         self.state = "decoding" if pool else "done"
@@ -255,6 +342,11 @@ class CacheBuild:
         self.state = state
         cv2.setNumThreads(self.cv2_threads)
 
+    def _release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
     def cancel(self) -> None:
         """Stop the decoders and remove the partial cache (nothing to do unless still decoding)."""
         if self.state != "decoding":
@@ -262,6 +354,7 @@ class CacheBuild:
         self._stop("cancelled")
         self.pool.shutdown(wait=True, cancel_futures=True)  # before the files go
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._release()
 
     def check(self) -> None:
         """Without waiting: raise result()'s error now if a decoder has already found a bad image."""
@@ -295,7 +388,9 @@ class CacheBuild:
         cache = self.cache
         cache.seconds = (self.decoded_at or time.perf_counter()) - self.start
         cache.bad = bad
-        meta = dict(self.meta, bad=bad, seconds=cache.seconds)
+        rows = _check_rows(len(files))
+        meta = dict(self.meta, bad=bad, seconds=cache.seconds,
+                    check={"rows": rows, "crc32": _row_crcs(cache.array, rows)})
         if bad and log:
             print(f"skipped {len(bad)} bad image(s), e.g. {bad[0][1]}", file=sys.stderr)
         tmp, final = self.tmp, cache.path
@@ -309,6 +404,8 @@ class CacheBuild:
                                "cache_dir (or CXR_BENCH_CACHE) to another folder")
                 if not self.wait:
                     print(f"warning: {cache.error} (this run goes on from memory)", file=sys.stderr)
+            finally:
+                self._release()
 
         if self.wait:
             finish()

@@ -10,13 +10,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import threading
-import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
 from benchmark.images import BadImage, load_image
+from benchmark.processes import exit_when_gone
 
 PROCESS_MIN_IMAGES = 2000  # without start_decoders(), sets this large are decoded by processes, smaller by threads
 
@@ -31,7 +31,7 @@ def usable_cores() -> int:
 WRITE_BYTES = 4 << 20  # decoded images are written to the cache file in blocks of about this size
 
 
-def decode_to_file(path: str, files, start: int, size: int, resize: str, equalize: str):
+def decode_to_file(path: str, files, start: int, size: int, resize: str, equalize: str, max_pixels: int):
     """Decode `files` into rows start... of the cache file; returns the (row, message) of each bad image (left
     black). Images are decoded into a small reused buffer that is written to the file a block at a time: large
     writes into the file's reserved space fill new page-cache pages several times faster than copies into a
@@ -49,7 +49,7 @@ def decode_to_file(path: str, files, start: int, size: int, resize: str, equaliz
             block = files[lo:lo + len(buf)]
             for i, f in enumerate(block):
                 try:
-                    buf[i] = load_image(f, size, resize, equalize)
+                    buf[i] = load_image(f, size, resize, equalize, max_pixels)
                 except BadImage as exc:
                     bad.append((start + lo + i, str(exc)))
                     buf[i] = 0
@@ -68,37 +68,15 @@ _BUFFER = None  # a decoder process's write buffer, touched at its start (thread
 OWNER_POLL_S = 0.5  # how often a decoder process checks that the process that started it still runs
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` of this machine runs (a zombie does not; one we may not signal does)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process stays a zombie until its parent reaps it
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _exit_with(owner: int) -> None:
-    """Exit this decoder process once `owner` (the process that started it) is gone. A process pool's workers
-    outlive a parent that was killed (SIGTERM from a scheduler, SIGKILL from a sweep): the rest of their chunk of
-    images would be decoded for nobody, and then they would wait for work forever."""
-    while process_alive(owner):
-        time.sleep(OWNER_POLL_S)
-    os._exit(1)
-
-
 def _init_decoder(ready, owner: int) -> None:
-    """Once in each decoder process: a watch on the process that started it (see _exit_with), one OpenCV thread
+    """Once in each decoder process: a watch on the process that started it, one OpenCV thread
     (parallel over files, not inside one resize), the codecs loaded and the write buffer's memory touched, so
     the first real images do not pay for them (1-6 ms per process here: a virtual machine may have handed the
     free memory back to its host); then `ready` (a semaphore) is released."""
     global _BUFFER
-    threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
+    # a process pool's workers outlive a parent that was killed (SIGTERM from a scheduler, SIGKILL from a sweep):
+    # the rest of their chunk would be decoded for nobody, then they would wait for work forever
+    threading.Thread(target=exit_when_gone, args=(owner, OWNER_POLL_S), name="owner-watch", daemon=True).start()
     cv2.setNumThreads(1)
     cv2.imdecode(cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1], cv2.IMREAD_GRAYSCALE)
     _BUFFER = np.ones(WRITE_BYTES, np.uint8)

@@ -13,18 +13,54 @@ import numpy as np
 
 
 class BadImage(Exception):
-    """An image file that is missing, unreadable or corrupt (message names the file)."""
+    """An image file that is missing, unreadable, corrupt or too large (message names the file)."""
 
 
-def read_gray(path: str) -> np.ndarray:
-    """Decode a file to a 2-D uint8 or uint16 array; BadImage names the file if that fails."""
+MAX_PIXELS = 100_000_000  # the default limit on the pixels an image's header may announce (Config.max_image_pixels)
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def announced_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as a PNG's or JPEG's header announces it, read before anything is decoded; None when the
+    header says nothing (another format, or a damaged file that the decoder will refuse)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:
+                i += 1
+                continue
+            length = int.from_bytes(data[i + 2:i + 4], "big")
+            if marker in _SOF:
+                return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            if marker == 0xDA:  # start of scan: no frame header before it
+                return None
+            i += 2 + length
+    return None
+
+
+def read_gray(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a file to a 2-D uint8 or uint16 array; BadImage names the file if that fails, if OpenCV refuses
+    it, or if its header announces more than `max_pixels` pixels (a decompression bomb)."""
     if not os.path.isfile(path):
         raise BadImage(f"image {path} does not exist")
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise BadImage(f"image {path} cannot be read ({exc.strerror or exc})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH) if data.size else None
+    size = announced_size(data[:65536].tobytes())
+    if size and size[0] * size[1] > max_pixels:
+        raise BadImage(f"image {path} announces {size[0]} x {size[1]} pixels, more than max_image_pixels "
+                       f"({max_pixels:,}); raise that limit if the image is genuine")
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH) if data.size else None
+    except cv2.error as exc:
+        reason = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else "cv2.error"
+        raise BadImage(f"image {path} is refused by OpenCV ({reason})") from None
     if img is None or img.size == 0:
         raise BadImage(f"image {path} is not a readable PNG or JPEG (corrupt or truncated?)")
     return img
@@ -75,9 +111,10 @@ def equalize(img: np.ndarray, mode: str) -> np.ndarray:
     return img
 
 
-def load_image(path: str, size: int, resize: str = "crop", equalize_mode: str = "none") -> np.ndarray:
+def load_image(path: str, size: int, resize: str = "crop", equalize_mode: str = "none",
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The model-ready grayscale image: decode, 8-bit, square resize, optional equalisation."""
-    img = read_gray(path)
+    img = read_gray(path, max_pixels)
     img = resize_square(img, size, resize)
     img = to_uint8(img)
     return equalize(img, equalize_mode)

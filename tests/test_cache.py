@@ -100,7 +100,8 @@ def test_decoder_processes_exit_when_the_process_that_started_them_is_killed(tmp
     import subprocess
     import sys
 
-    from benchmark.decoders import _processes_possible, process_alive
+    from benchmark.decoders import _processes_possible
+    from benchmark.processes import process_alive
 
     if not _processes_possible():
         pytest.skip("decoder processes need a fork server and two cores")
@@ -246,3 +247,50 @@ def test_full_disk_is_an_error_and_no_fallocate_is_not(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"cannot make the image cache .*No space left.*CXR_BENCH_CACHE"):
         build_cache(files, 16, cache_dir=tmp_path / "full", log=None)
     assert not list((tmp_path / "full").glob("*"))
+
+
+def test_a_damaged_cache_is_found_when_opened_and_rebuilt(tmp_path, capsys):
+    files = write_pngs(tmp_path, 6)
+    good = np.asarray(build_cache(files, 16, cache_dir=tmp_path / "c", log=None).images).copy()
+    key_dir = next(p for p in (tmp_path / "c").iterdir() if p.is_dir())
+    with open(key_dir / "images.u8", "r+b") as fh:  # truncated: a disk that filled, a copy cut short
+        fh.truncate(3 * 16 * 16)
+    again = build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
+    assert again.seconds > 0 and np.array_equal(np.asarray(again.images), good)
+    assert "is damaged (images.u8 is truncated" in capsys.readouterr().err
+    with open(key_dir / "images.u8", "r+b") as fh:  # bytes changed in place
+        fh.seek(5 * 16 * 16 + 10)
+        fh.write(b"\x01\x02\x03")
+    again = build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
+    assert again.seconds > 0 and np.array_equal(np.asarray(again.images), good)
+    assert "differ from what was decoded" in capsys.readouterr().err
+    (key_dir / "meta.json").write_text("{not json")
+    assert build_cache(files, 16, cache_dir=tmp_path / "c", log=None).seconds > 0
+    assert build_cache(files, 16, cache_dir=tmp_path / "c", log=None).seconds == 0.0  # sound again: reused
+
+
+def test_a_build_in_progress_is_never_removed_as_abandoned(tmp_path):
+    import subprocess
+    import sys
+
+    from benchmark.cache import _remove_abandoned
+    from tests.helpers import ROOT
+
+    cache_dir = tmp_path / "c"
+    running = cache_dir / ("a" * 20 + ".partial-samehost-1")  # a name another container could give it too
+    builder = subprocess.Popen([sys.executable, "-c", (
+        "import os, time, fcntl, pathlib\n"
+        f"p = pathlib.Path({str(running)!r}); p.mkdir(parents=True)\n"
+        "fd = os.open(p / '.building', os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('building', flush=True); time.sleep(60)")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert builder.stdout.readline().strip() == "building"
+        not_ours = cache_dir / "notes.partial-x-1"  # not named as a build: never touched
+        not_ours.mkdir()
+        _remove_abandoned(cache_dir)
+        assert running.is_dir() and not_ours.is_dir()
+    finally:
+        builder.kill()
+        builder.wait()
+    _remove_abandoned(cache_dir)  # its builder is gone: abandoned
+    assert not running.exists() and not_ours.is_dir()

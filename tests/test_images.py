@@ -63,3 +63,45 @@ def test_bad_images_name_the_file(tmp_path):
         read_gray(str(tmp_path / "broken.png"))
     with pytest.raises(BadImage, match="missing.png does not exist"):
         read_gray(str(tmp_path / "missing.png"))
+
+
+def test_a_decompression_bomb_and_an_image_opencv_refuses_are_bad_images(tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    # a valid PNG header announcing 60000 x 60000 pixels (3.6 gigapixels), with almost no data
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+    with pytest.raises(BadImage, match=r"bomb.png announces 60000 x 60000 pixels, more than max_image_pixels"):
+        read_gray(str(bomb))
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), np.full((30, 40), 100, np.uint8))
+    from benchmark.images import announced_size
+
+    assert announced_size(good.read_bytes()) == (40, 30)
+    with pytest.raises(BadImage, match="announces 40 x 30 pixels"):
+        read_gray(str(good), max_pixels=1000)
+
+    def refuse(*args):
+        raise cv2.error("OpenCV(4.x) imgcodecs: image size exceeds CV_IO_MAX_IMAGE_PIXELS")
+
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+    with pytest.raises(BadImage, match=r"good.jpg is refused by OpenCV \(.*CV_IO_MAX_IMAGE_PIXELS"):
+        read_gray(str(good))
+
+
+def test_bad_images_of_every_kind_are_skipped_with_skip_bad_images(tmp_path, monkeypatch):
+    from benchmark.cache import build_cache
+
+    files = []
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((20, 20), 40 * i, np.uint8))
+        files.append(str(tmp_path / f"{i}.png"))
+    cv2.imwrite(str(tmp_path / "huge.png"), np.zeros((300, 300), np.uint8))
+    files.append(str(tmp_path / "huge.png"))
+    cache = build_cache(files, 16, cache_dir=tmp_path / "c", skip_bad=True, log=None, max_pixels=50_000)
+    assert [i for i, _ in cache.bad] == [4] and "max_image_pixels" in cache.bad[0][1]
