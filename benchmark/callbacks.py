@@ -1,5 +1,6 @@
-"""The training callbacks, each a module-level class configured through `__init__` (in the style of Keras's own),
-and `RunState`, the training progress that a checkpoint records so that a run resumes where it stopped.
+"""The training callbacks, each a module-level class configured through `__init__` (in the style of Keras's own).
+They share the run's `RunState` (benchmark.rundir), the progress a checkpoint records so that a run resumes where
+it stopped.
 
 Order matters: `ValidationScore` runs first each epoch (it puts ``val_auroc``, ``learning_rate`` and
 ``epoch_seconds`` into the logs that EarlyStopping, ReduceLROnPlateau and CSVLogger read); `Checkpoint` runs last
@@ -10,39 +11,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from benchmark.rundir import BEST, LAST, STATE, atomic_save_model, atomic_save_weights, read_json, write_json
+from benchmark.rundir import (CHECKPOINT, STATE, RunState, atomic_save_model, atomic_save_weights, best_file,
+                              checkpoint_file)
 
 STOPPER_KEYS = ("wait", "best", "cooldown_counter", "stopped_epoch", "best_epoch")
-
-
-@dataclass
-class RunState:
-    """Training progress, saved with each epoch's checkpoint (``checkpoint/state.json``)."""
-
-    epochs_done: int = 0
-    best: float = -1.0  # best validation mean AUROC so far
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    phase: int = 0  # index of the fine-tuning phase the last epoch belonged to
-    train_seconds: float = 0.0
-    epoch_seconds: list = field(default_factory=list)
-    callbacks: dict = field(default_factory=dict)  # the stoppers' counters, by class name
-    nan: str | None = None  # why the loss stopped being finite (not saved: the run fails)
-
-    @classmethod
-    def load(cls, path: Path) -> "RunState":
-        saved = read_json(path, {}) or {}
-        known = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def save(self, path: Path) -> None:
-        write_json(path, {k: v for k, v in asdict(self).items() if k != "nan"})
 
 
 def reestimate_bn(model, images, rows, batch_size: int, batches: int, seed: int = 0) -> int:
@@ -106,6 +83,12 @@ class ValidationScore(keras.callbacks.Callback):
             return
         reestimate_bn(self.model, self.images, self.train_rows, self.batch_size, self.bn_batches, self.seed + epoch)
         probs = predict_probs(self.model, self.images, self.val_rows, self.batch_size)
+        if not np.isfinite(probs).all():  # a finite loss can hide them: float16 overflow in the backbone
+            self.state.nan = (f"the validation predictions became NaN or infinite in epoch {epoch + 1} although "
+                              f"the loss was finite (float16 overflow?)")
+            self.model.stop_training = True
+            logs["val_auroc"] = 0.0
+            return
         score = mean_auroc(self.val_truth, probs)
         logs["val_auroc"] = score if not math.isnan(score) else 0.0
         lr = self.model.optimizer.learning_rate
@@ -127,8 +110,12 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """Last callback: restores the stoppers' counters on resume; after every finished epoch saves the best
-    weights (by validation mean AUROC), the latest model with its optimiser, and the run state, each atomically."""
+    """Last callback: restores the stoppers' counters on resume. After every finished epoch it saves the model
+    with its optimiser (checkpoint/epoch-NNNN.keras) and, when validation improved, the weights
+    (checkpoint/best-NNNN.weights.h5), each atomically under a name of its own; then the run state, which names
+    them, is written: that one write is the epoch's commit point, so a kill before it resumes from the previous
+    epoch and a kill after it from this one, never replaying or skipping an epoch. Files the state no longer names
+    are removed after it."""
 
     def __init__(self, run_dir: Path, state: RunState, stoppers: list):
         super().__init__()
@@ -145,9 +132,12 @@ class Checkpoint(keras.callbacks.Callback):
             return
         score = logs.get("val_auroc", 0.0)
         if score > state.best:  # weights only: model.keras is written once, at the end
-            atomic_save_weights(self.model, self.run_dir / BEST)
+            state.best_weights = best_file(epoch + 1)
+            atomic_save_weights(self.model, self.run_dir / state.best_weights)
             state.best = float(score)
             state.best_epoch = epoch + 1
+        state.checkpoint = checkpoint_file(epoch + 1)
+        atomic_save_model(self.model, self.run_dir / state.checkpoint, optimizer=True)
         state.epochs_done = epoch + 1
         if self.model.stop_training:
             state.stopped_early = True
@@ -155,8 +145,11 @@ class Checkpoint(keras.callbacks.Callback):
         state.epoch_seconds.append(logs.get("epoch_seconds", 0.0))
         state.callbacks = {type(cb).__name__: {k: _plain(getattr(cb, k)) for k in STOPPER_KEYS if hasattr(cb, k)}
                            for cb in self.stoppers}
-        atomic_save_model(self.model, self.run_dir / LAST)
-        state.save(self.run_dir / STATE)
+        state.save(self.run_dir / STATE)  # the commit point
+        keep = {state.checkpoint, state.best_weights}
+        for path in (self.run_dir / CHECKPOINT).glob("*"):
+            if f"{CHECKPOINT}/{path.name}" not in keep and (path.name.startswith(("epoch-", "best-"))):
+                path.unlink(missing_ok=True)
 
 
 def _plain(value):

@@ -54,7 +54,11 @@ def load_model(run: Path, n_labels: int):
     import keras
 
     register_custom_objects()
-    model = keras.models.load_model(run / MODEL, compile=False)
+    try:
+        model = keras.models.load_model(run / MODEL, compile=False, safe_mode=True)
+    except Exception as exc:  # a damaged or foreign file: name it
+        raise UserError(f"{run / MODEL} cannot be read ({type(exc).__name__}: {str(exc)[:100]}); retrain the run") \
+            from None
     if model.output_shape[-1] != n_labels:
         raise UserError(f"{run}/{MODEL} predicts {model.output_shape[-1]} labels but its thresholds.json names "
                         f"{n_labels}; the run directory is inconsistent, retrain it")

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark.processes import PARENT_ENV
 from benchmark.rundir import REQUESTED, TRAIN_LOG
 
 CACHE_BUILT = "CXR_BENCH_CACHE_BUILT"  # set for a sweep's runs: their image caches exist already
@@ -35,9 +36,13 @@ def child_command(run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "benchmark", "train", "--config", str(run_dir / REQUESTED), "--out", str(run_dir)]
 
 
-def child_environment(extra: dict | None = None) -> dict:
+def child_environment(extra: dict | None = None, parent: int | None = None) -> dict:
+    """The run contract's environment: the cache is built; with `parent`, the child ends when that process is
+    gone (see benchmark.processes.watch_parent)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                **{CACHE_BUILT: "1"})
+    if parent:
+        env[PARENT_ENV] = str(parent)
     env.update(extra or {})
     return env
 
@@ -68,8 +73,9 @@ class Launcher:
         """None while the run goes on, else its exit code."""
         raise NotImplementedError
 
-    def stop(self, job: Job) -> None:
-        """Ask the run to stop (it may resume later); returns at once."""
+    def stop(self, job: Job, force: bool = False) -> None:
+        """Ask the run to stop (SIGTERM: it records itself interrupted and may resume later), or with `force` end
+        it at once (SIGKILL: for a run that does not answer); returns at once."""
         raise NotImplementedError
 
     def wait(self, job: Job, timeout: float) -> int | None:
@@ -105,7 +111,8 @@ class LocalLauncher(Launcher):
     def start(self, job: Job) -> None:
         job.slot = next(s for s in self.slots if s not in self.busy)
         self.busy.add(job.slot)
-        env = child_environment({"CUDA_VISIBLE_DEVICES": job.slot} if job.slot is not None else None)
+        env = child_environment({"CUDA_VISIBLE_DEVICES": job.slot} if job.slot is not None else None,
+                                parent=os.getpid())
         job.where = f" on GPU {job.slot}" if job.slot is not None else ""
         with open(job.run_dir / TRAIN_LOG, "ab") as log:
             job.handle = subprocess.Popen(child_command(job.run_dir), stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -117,6 +124,6 @@ class LocalLauncher(Launcher):
             self.busy.discard(job.slot)
         return code
 
-    def stop(self, job: Job) -> None:
+    def stop(self, job: Job, force: bool = False) -> None:
         if job.handle.poll() is None:
-            job.handle.terminate()
+            job.handle.kill() if force else job.handle.terminate()

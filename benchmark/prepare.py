@@ -17,8 +17,9 @@ from benchmark.data.policies import evaluation_targets, training_targets
 from benchmark.data.table import Dataset
 from benchmark.decoders import start_decoders, stop_decoders
 from benchmark.errors import UserError
+from benchmark.fingerprint import data_part, split_hash
+from benchmark.launchers import CACHE_BUILT
 
-CACHE_BUILT = "CXR_BENCH_CACHE_BUILT"  # set by a sweep for its runs: their image caches exist already
 
 
 @dataclass
@@ -47,6 +48,12 @@ class Prepared:
     cache: ImageCache | None  # None until complete() when prepare(..., decoded=False) is still decoding
     splits: dict
     build: CacheBuild | None = None
+    key: str = ""  # the image cache's key
+    image_size: int = 0
+
+    def fingerprint(self) -> dict:
+        """The data part of a run's fingerprint (see benchmark.fingerprint)."""
+        return data_part(self.dataset.sources, {self.image_size: self.key}, split_hash(self.dataset.frame))
 
     def __enter__(self) -> "Prepared":
         return self
@@ -80,11 +87,13 @@ class Prepared:
 def ensure_phantom(cfg, log=print) -> None:
     """dataset=phantom with a data root that holds no phantom yet: make one there."""
     from benchmark.data.phantom import FOLDER, make_phantom, phantom_is_complete
+    from benchmark.data.phantom.writer import check_target
 
     root = Path(cfg.data_root)
     if phantom_is_complete(root) or phantom_is_complete(root / FOLDER):
         return
     target = root.parent if root.name == FOLDER else root
+    check_target(target)  # refused, with nothing touched, unless missing, empty or only a phantom of ours
     log(f"making the synthetic phantom data set ({cfg.phantom_images} images at {cfg.phantom_size} px) in {target}")
     make_phantom(target, n=cfg.phantom_images, size=cfg.phantom_size, seed=0)
 
@@ -116,7 +125,7 @@ def _prepare(cfg, log, wait: bool, decoded: bool) -> Prepared:
     ds, labels = load_dataset(cfg)
     frame = ds.frame
     build = begin_cache(frame["file"].tolist(), cfg.image_size, cfg.resize, cfg.equalize, cfg.cache_dir,
-                        cfg.skip_bad_images, log=log, wait=wait)
+                        cfg.skip_bad_images, log=log, wait=wait, max_pixels=cfg.max_image_pixels)
     try:
         cache = build.result() if decoded or not build.decoding else None
         if cache is not None and cache.bad:
@@ -137,4 +146,20 @@ def _prepare(cfg, log, wait: bool, decoded: bool) -> Prepared:
     except BaseException:
         build.cancel()
         raise
-    return Prepared(ds, labels, cache, splits, None if cache is not None else build)
+    return Prepared(ds, labels, cache, splits, None if cache is not None else build, build.key, cfg.image_size)
+
+
+def data_fingerprint(cfg, sizes=None, log=print) -> dict:
+    """The data part of the fingerprint of a Config's runs at each image size, without decoding anything: the
+    label files' hashes, each size's cache key (one stat per image), the images in each split."""
+    from benchmark.cache import cache_key
+
+    if cfg.dataset == "phantom":
+        if not cfg.data_root:
+            raise UserError("dataset phantom needs data_root (where the phantom is, or is to be made)")
+        ensure_phantom(cfg, log)
+    ds, _ = load_dataset(cfg)
+    files = ds.frame["file"].tolist()
+    keys = {size: cache_key(files, size, cfg.resize, cfg.equalize, cfg.max_image_pixels)
+            for size in (sizes or [cfg.image_size])}
+    return data_part(ds.sources, keys, split_hash(ds.frame))

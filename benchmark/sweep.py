@@ -3,8 +3,13 @@ each through a launcher (`benchmark.launchers`: a child process per run), sharin
 built here first.
 
 A failed run is recorded (status.json, summary.csv) and the sweep goes on; the exit code says something failed.
-Interrupted, the same command resumes: finished runs are skipped, an interrupted run continues from its last
-epoch. With --gpus, runs go in parallel, one per GPU. The report is rebuilt at the end.
+Interrupted (Ctrl-C, SIGTERM), the sweep stops its runs, which record themselves as interrupted; the same command
+resumes: finished runs are skipped, an interrupted run continues from its last epoch. A run that takes longer than
+`run_timeout` is stopped and recorded as failed. With --gpus, runs go in parallel, one per GPU. The report is
+rebuilt at the end, from the runs of the current plan only.
+
+The sweep folder is locked while a sweep works in it, and re-running a sweep into it with a changed profile (or
+changed data) is refused before anything is touched: runs of two settings are never mixed in one report.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ from pathlib import Path
 
 from benchmark.config import SWEEP_KEYS, Config, grid, run_name
 from benchmark.errors import UserError
+from benchmark.fingerprint import config_part, differences
 from benchmark.launchers import Job, Launcher, LocalLauncher
-from benchmark.rundir import (REQUESTED, RUNS, SWEEP_CONFIG, SWEEP_STATUS, TRAIN_LOG, read_status,
-                              write_config, write_json, write_status)
+from benchmark.ownership import FolderLock, claim
+from benchmark.rundir import (FINGERPRINT, REQUESTED, RETRAIN, RUNS, SWEEP_CONFIG, SWEEP_FINGERPRINT, SWEEP_STATUS, TRAIN_LOG,
+                              read_config, read_json, read_status, write_config, write_json, write_status)
+
+STOP_GRACE_S = 60  # how long a stopped run may take to record itself and exit before it is killed
 
 PROGRESS = re.compile(r"^(Epoch \d+/\d+|.*val_auroc.*|.*test mean AUROC.*|resuming .*|error: .*)$")
 
@@ -52,53 +61,119 @@ def prepare_caches(cfg: Config, runs) -> None:
               f"{time.perf_counter() - t0:.1f} s): {prepared.cache.path}", flush=True)
 
 
+def is_legacy_sweep(folder: Path) -> bool:
+    """A sweep folder made by an earlier version, which had no marker: its sweep.yaml and runs/."""
+    return (folder / SWEEP_CONFIG).is_file() and (folder / RUNS).is_dir()
+
+
+def claim_sweep(out: Path) -> Path:
+    return claim(out, "sweep", "a sweep folder", "choose another --out (a missing or empty folder)",
+                 legacy=is_legacy_sweep)
+
+
+def check_unchanged(out: Path, cfg: Config, data: dict | None = None) -> None:
+    """Refuse (UserError, nothing touched) a sweep folder whose recorded profile or data differ from these."""
+    saved = read_json(out / SWEEP_FINGERPRINT)
+    if saved is None:
+        old = read_config(out, SWEEP_CONFIG)
+        if old is None:
+            return
+        saved = {"config": config_part(old, sweep=True)}
+    new = {"config": config_part(cfg, sweep=True)}
+    if data is not None:
+        new["data"] = data
+    diff = differences(saved, new)
+    if diff:
+        shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
+        raise UserError(f"{out} holds a sweep of other settings or data ({shown}); nothing was changed. Use a new "
+                        f"--out for these settings, or retrain the runs that should change: python -m benchmark "
+                        f"retrain --sweep {out} RUN [RUN ...] --set key=value")
+
+
 def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
               launcher: Launcher | None = None) -> int:
     """Plan, build the cache, run every unfinished run through `launcher` (default: local processes, one per
-    GPU of `gpus`), then build the report and print the summary. Returns 1 if any run failed."""
-    out = Path(out)
+    GPU of `gpus`), then build the report and print the summary. Returns 1 if any run failed, 130 if stopped."""
     runs = plan_runs(cfg)
     if not runs:
         raise UserError("the sweep has no runs")
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, cfg, SWEEP_CONFIG)
-    print(f"sweep {out}: {len(runs)} run(s): {', '.join(n for n, _ in runs)}", flush=True)
-    if cfg.dataset == "phantom":
-        print("data: the SYNTHETIC phantom data set (not real patients)", flush=True)
-    prepare_caches(cfg, runs)
-    launcher = launcher or LocalLauncher([g.strip() for g in gpus.split(",")] if gpus else None)
-    start = time.perf_counter()
-    try:
-        Scheduler(out, runs, launcher).run()
-    finally:
-        launcher.close()
-    print(f"all runs ended in {fmt_time(time.perf_counter() - start)}; building the report ...", flush=True)
-    return finish_sweep(out, runs, cfg)
+    out = claim_sweep(Path(out))
+    with FolderLock(out, "sweep"):
+        check_unchanged(out, cfg)
+        from benchmark.prepare import data_fingerprint
+
+        data = data_fingerprint(cfg, sorted({r.image_size for _, r in runs}))
+        check_unchanged(out, cfg, data)
+        check_finished_runs(out, runs)
+        write_config(out, cfg, SWEEP_CONFIG)
+        write_json(out / SWEEP_FINGERPRINT, {"config": config_part(cfg, sweep=True), "data": data})
+        print(f"sweep {out}: {len(runs)} run(s): {', '.join(n for n, _ in runs)}", flush=True)
+        if cfg.dataset == "phantom":
+            print("data: the SYNTHETIC phantom data set (not real patients)", flush=True)
+        prepare_caches(cfg, runs)
+        launcher = launcher or LocalLauncher([g.strip() for g in gpus.split(",")] if gpus else None)
+        start = time.perf_counter()
+        scheduler = Scheduler(out, runs, launcher, cfg.run_timeout)
+        try:
+            scheduler.run()
+        finally:
+            launcher.close()
+        if scheduler.interrupted:
+            print(f"interrupted after {fmt_time(time.perf_counter() - start)}; the stopped runs resume with the "
+                  f"same command", flush=True)
+            print_summary(out, runs)
+            return 130
+        print(f"all runs ended in {fmt_time(time.perf_counter() - start)}; building the report ...", flush=True)
+        return finish_sweep(out, runs, cfg)
+
+
+def check_finished_runs(out: Path, runs) -> None:
+    """A finished run is skipped only if it trained what the plan asks (or what a retrain asked of it)."""
+    for name, run_cfg in runs:
+        run_dir = out / RUNS / name
+        saved = read_json(run_dir / FINGERPRINT)
+        if read_status(run_dir).get("status") != "done" or saved is None:
+            continue
+        asked = read_config(run_dir, REQUESTED) or run_cfg
+        diff = differences({"config": saved.get("config", {})}, {"config": config_part(asked)})
+        if diff:
+            raise UserError(f"{run_dir} is finished but trained other settings than it was asked to "
+                            f"({'; '.join(diff[:3])}); retrain it (python -m benchmark retrain --sweep {out} "
+                            f"{name}), or use a new --out")
 
 
 class Scheduler:
     """The sweep's loop: hands pending runs to the launcher as it has room, echoes their progress lines, and
     records each run's result (a run that ended without status done is recorded as failed with its error)."""
 
-    def __init__(self, out: Path, runs, launcher: Launcher):
-        self.out, self.runs, self.launcher = out, runs, launcher
-        self.total = len(runs)
+    def __init__(self, out: Path, runs, launcher: Launcher, run_timeout: float | None = None,
+                 total: int | None = None, index: dict | None = None):
+        self.out, self.runs, self.launcher, self.run_timeout = out, runs, launcher, run_timeout
+        self.interrupted = False
+        self.total = total or len(runs)  # the plan's size, and each run's place in it (a retrain runs a few)
+        self.index = index or {name: i for i, (name, _) in enumerate(runs, 1)}
         self.pending: list[Job] = []
         self.running: list[Job] = []
         self.durations: list[float] = []
         self.offsets: dict = {}
 
     def _queue(self) -> None:
-        for i, (name, run_cfg) in enumerate(self.runs, 1):
+        from benchmark.training import is_legacy_run
+
+        for name, run_cfg in self.runs:
+            i = self.index[name]
             run_dir = self.out / RUNS / name
             if read_status(run_dir).get("status") == "done":
                 print(f"[{i}/{self.total}] {name}: finished earlier, skipped", flush=True)
                 continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_config(run_dir, run_cfg, REQUESTED)
+            claim(run_dir, "run", "a run directory", f"move it out of {self.out / RUNS}", legacy=is_legacy_run)
+            if not (run_dir / RETRAIN).is_file():  # a retrained run keeps what the retrain asked of it
+                write_config(run_dir, run_cfg, REQUESTED)
             self.pending.append(Job(i, name, run_dir))
 
     def run(self) -> None:
+        """Run every pending run; on Ctrl-C or SIGTERM, stop the running ones and wait for them to record
+        themselves as interrupted (`self.interrupted` is then set)."""
         self._queue()
         try:
             while self.pending or self.running:
@@ -107,15 +182,49 @@ class Scheduler:
                 time.sleep(0.5)
                 for job in list(self.running):
                     self._echo_progress(job)
+                    self._enforce_timeout(job)
                     code = self.launcher.poll(job)
                     if code is not None:
                         self._echo_progress(job)
                         self.running.remove(job)
                         self._record(job, code)
         except KeyboardInterrupt:
-            for job in self.running:
-                self.launcher.stop(job)
-            raise
+            self.interrupted = True
+            self._stop_all()
+
+    def _enforce_timeout(self, job: Job) -> None:
+        if not self.run_timeout:
+            return
+        elapsed = time.perf_counter() - job.started
+        if elapsed > self.run_timeout and not getattr(job, "timed_out", None):
+            job.timed_out = time.perf_counter()
+            print(f"[{job.index}/{self.total}] {job.name}: no end after run_timeout={self.run_timeout:g} s; "
+                  f"stopping it", flush=True)
+            self.launcher.stop(job)
+        elif getattr(job, "timed_out", None) and time.perf_counter() - job.timed_out > STOP_GRACE_S:
+            self.launcher.stop(job, force=True)  # it did not answer SIGTERM
+
+    def _stop_all(self) -> None:
+        """Stop the running runs (they record themselves as interrupted), wait for them, kill those that hang."""
+        for job in self.running:
+            print(f"[{job.index}/{self.total}] {job.name}: stopping", flush=True)
+            self.launcher.stop(job)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while True:
+            try:
+                for job in list(self.running):
+                    code = self.launcher.wait(job, max(0.0, min(1.0, deadline - time.monotonic())))
+                    if code is None and time.monotonic() >= deadline:
+                        self.launcher.stop(job, force=True)
+                        code = self.launcher.wait(job, 10)
+                    if code is not None or time.monotonic() >= deadline:
+                        self.running.remove(job)
+                        if read_status(job.run_dir).get("status") not in ("done", "interrupted"):
+                            write_status(job.run_dir, "interrupted",
+                                         error="stopped with the sweep; the same command resumes it")
+                break
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, end them now
+                deadline = time.monotonic()
 
     def _start(self, job: Job) -> None:
         log = job.run_dir / TRAIN_LOG
@@ -129,6 +238,12 @@ class Scheduler:
         seconds = time.perf_counter() - job.started
         self.durations.append(seconds)
         status = read_status(job.run_dir)
+        if getattr(job, "timed_out", None):
+            error = (f"stopped after run_timeout={self.run_timeout:g} s without finishing (hung, or too slow: raise "
+                     f"run_timeout); the same command retries it")
+            write_status(job.run_dir, "failed", error=error, exit_code=code)
+            print(f"[{job.index}/{self.total}] {job.name}: FAILED after {fmt_time(seconds)}: {error}", flush=True)
+            return
         if code != 0 or status.get("status") != "done":
             error = status.get("error") or last_error(job.run_dir / TRAIN_LOG) or f"exit code {code}"
             write_status(job.run_dir, "failed", error=error, exit_code=code)
@@ -163,7 +278,7 @@ def finish_sweep(out: Path, runs, cfg: Config) -> int:
     try:
         from reports.build import build_report
 
-        report = build_report(out, bootstrap=cfg.bootstrap)
+        report = build_report(out, bootstrap=cfg.bootstrap, plan=[name for name, _ in runs])
     except Exception as exc:  # the runs are safe on disk; the report can be rebuilt with `report`
         print(f"warning: the report could not be built ({type(exc).__name__}: {exc}); "
               f"rebuild it with: python -m benchmark report --sweep {out}", file=sys.stderr)

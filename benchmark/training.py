@@ -1,17 +1,21 @@
 """Training one backbone into a run directory, resumable after any interruption (kill -9 included).
 
-Each finished epoch saves the whole model with its optimiser (``checkpoint/last.keras``) and the run state
-(``checkpoint/state.json``, see `benchmark.callbacks.RunState`); the weights of the best epoch on validation mean
-AUROC are kept in ``checkpoint/best.weights.h5`` and become ``model.keras`` when training ends, after which
-`benchmark.evaluation.finish_run` scores it. Re-running the same command continues after the last finished epoch;
-a finished run (status.json says done) is not retrained.
+Each finished epoch saves the whole model with its optimiser (``checkpoint/epoch-NNNN.keras``), the best epoch's
+weights (``checkpoint/best-NNNN.weights.h5``) and, last, the run state that names them (``checkpoint/state.json``,
+see `benchmark.callbacks.RunState`), the epoch's commit point. When training ends the best weights become
+``model.keras`` (without the optimiser), `benchmark.evaluation.finish_run` scores it, and the checkpoint folder is
+removed. Re-running the same command continues after the last finished epoch, and a finished run is skipped, only
+when the run's fingerprint (its configuration and data, see `benchmark.fingerprint`) is unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,9 +23,11 @@ import pandas as pd
 
 from benchmark.config import Config
 from benchmark.errors import UserError
-from benchmark.rundir import (BEST, ENVIRONMENT, HISTORY, LAST, METRICS, MODEL, STATE, TENSORBOARD,
-                              atomic_save_model, environment, read_config, read_json, read_status, write_config,
-                              write_csv, write_json, write_status)
+from benchmark.fingerprint import config_part, differences
+from benchmark.ownership import FolderLock, claim
+from benchmark.rundir import (CHECKPOINT, ENVIRONMENT, FINGERPRINT, HISTORY, METRICS, MODEL, STATE, STATUS,
+                              TENSORBOARD, atomic_save_model, environment, read_config, read_json, read_status,
+                              write_config, write_csv, write_json, write_status)
 
 
 class TrainingFailed(UserError):
@@ -114,15 +120,21 @@ def _callbacks(cfg: Config, run_dir: Path, data, state, last_phase: bool) -> lis
 
 
 def _check_same_config(run_dir: Path, cfg: Config) -> None:
+    """For a run made by an earlier version (no fingerprint.json): its config.yaml must match."""
     saved = read_config(run_dir)
     if saved is None:
         return
-    old, new = saved.to_dict(), cfg.to_dict()
-    diff = [k for k in new if old.get(k) != new[k] and k not in ("data_root", "cache_dir", "train_csv", "valid_csv")]
+    old, new = config_part(saved), config_part(cfg)
+    diff = differences({"config": old}, {"config": new})
     if diff:
-        k = diff[0]
-        raise UserError(f"{run_dir} holds a run with {k}={old.get(k)!r}, not {new[k]!r}; use another --out to "
-                        f"train a different configuration, or delete {run_dir} to start over")
+        raise UserError(_refusal(run_dir, diff))
+
+
+def _refusal(run_dir: Path, diff: list[str]) -> str:
+    shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+    return (f"{run_dir} holds a run of other settings or data ({shown}); nothing was changed. Use another --out "
+            f"for these settings, or retrain the run (python -m benchmark retrain, for a sweep's runs) or delete "
+            f"{run_dir} to train it again")
 
 
 def _truncate_history(run_dir: Path, epochs_done: int) -> None:
@@ -134,37 +146,95 @@ def _truncate_history(run_dir: Path, epochs_done: int) -> None:
         write_csv(path, hist)
 
 
-def train_run(cfg: Config, out: str | os.PathLike, log=print) -> dict:
-    """Train (or resume, or skip if finished) one run; returns its test summary metrics."""
-    from benchmark.prepare import prepare
+def is_legacy_run(folder: Path) -> bool:
+    """A run folder made by an earlier version, which had no marker: its status.json is ours."""
+    status = folder / STATUS
+    if not status.is_file():
+        return False
+    try:
+        return "status" in json.loads(status.read_text())
+    except ValueError:
+        return False
 
-    run_dir = Path(out)
+
+def disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         or "No space left" in str(exc) or "Disk quota" in str(exc))
+
+
+def train_run(cfg: Config, out: str | os.PathLike, log=print) -> dict:
+    """Train (or resume, or skip if finished with the same fingerprint) one run; returns its test summary.
+
+    The run directory must be missing, empty or a run directory; the run holds a lock on it while it works."""
+    run_dir = claim(Path(out), "run", "a run directory", "choose another --out (a missing or empty folder)",
+                    legacy=is_legacy_run)
+    with FolderLock(run_dir, "command (train, a sweep or a retrain)"):
+        return _train_locked(cfg, run_dir, log)
+
+
+def _train_locked(cfg: Config, run_dir: Path, log) -> dict:
+    from benchmark.rundir import RunState
+    from benchmark.prepare import data_fingerprint, prepare
+
     status = read_status(run_dir)
-    if status.get("status") == "done":
-        log(f"{run_dir} is finished; nothing to do (delete it to train again)")
+    saved = read_json(run_dir / FINGERPRINT)
+    done = status.get("status") == "done"
+    progress = done or RunState.load(run_dir / STATE).epochs_done > 0
+    new = {"config": config_part(cfg)}
+    if progress and saved:
+        diff = differences({"config": saved.get("config", {})}, new)
+        if diff:
+            raise UserError(_refusal(run_dir, diff))
+    elif progress:
+        _check_same_config(run_dir, cfg)
+    if done:
+        if saved:
+            diff = differences(saved, {**new, "data": data_fingerprint(cfg, log=log)})
+            if diff:
+                raise UserError(_refusal(run_dir, diff))
+        log(f"{run_dir} is finished; nothing to do (retrain it, or delete it, to train again)")
         return read_json(run_dir / METRICS, {}).get("test", {}).get("summary", {})
-    _check_same_config(run_dir, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, cfg)
     # TensorFlow, the model and the input pipeline are set up while a new cache's images are decoded, and
     # training starts while they are made durable; leaving the block early stops the decoding
     with prepare(cfg, log=log, wait=False, decoded=False) as data:
+        fingerprint = {**new, "data": data.fingerprint()}
+        if progress and saved:
+            diff = differences(saved, fingerprint)
+            if diff:
+                raise UserError(_refusal(run_dir, diff))
         write_status(run_dir, "running", pid=os.getpid())
         try:
-            return _train(cfg, run_dir, data, log)
+            return _train(cfg, run_dir, data, fingerprint, log)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the command line turns it into this)
+            _record(run_dir, "interrupted", error="interrupted; the same command resumes after the last epoch")
+            raise
         except UserError as exc:  # TrainingFailed included: the message is the whole story
-            write_status(run_dir, "failed", error=str(exc))
+            _record(run_dir, "failed", error=str(exc))
             raise
         except Exception as exc:  # recorded for the sweep, then re-raised with its traceback
+            if disk_full(exc):
+                where = Path(exc.filename).parent if getattr(exc, "filename", None) else run_dir
+                message = (f"no space left on the device holding {where} ({exc.strerror or exc}); free space "
+                           f"there, then run the same command again to resume")
+                _record(run_dir, "failed", error=message)
+                raise UserError(message) from None
             first = str(exc).splitlines()[0] if str(exc) else ""
-            write_status(run_dir, "failed", error=f"{type(exc).__name__}: {first}")
+            _record(run_dir, "failed", error=f"{type(exc).__name__}: {first}")
             raise
 
 
-def _train(cfg: Config, run_dir: Path, data, log) -> dict:
+def _record(run_dir: Path, status: str, **extra) -> None:
+    """Write the run's status; a disk too full even for that is said on stderr instead."""
+    try:
+        write_status(run_dir, status, **extra)
+    except OSError as exc:
+        print(f"warning: could not record status {status!r} in {run_dir / STATUS}: {exc}", file=sys.stderr)
+
+
+def _train(cfg: Config, run_dir: Path, data, fingerprint: dict, log) -> dict:
     import keras
 
-    from benchmark.callbacks import RunState
+    from benchmark.rundir import RunState
     from benchmark.evaluation import finish_run
     from benchmark.inference import register_custom_objects
     from benchmark.pipeline import make_dataset
@@ -181,6 +251,10 @@ def _train(cfg: Config, run_dir: Path, data, log) -> dict:
         return strategy.scope() if strategy else contextlib.nullcontext()
 
     train, val, test = data.splits["train"], data.splits["val"], data.splits["test"]
+    if cfg.finetune != "baseline" and not _any_label_defined(val.truth):
+        raise UserError(f"the validation split ({len(val.rows)} images) has no label with both positives and "
+                        f"negatives, so the validation AUROC that early stopping and the best epoch use is undefined; "
+                        f"use more validation images (val_fraction) or other labels")
     drop = strategy is not None and len(train.rows) >= cfg.batch_size  # no replica may get an empty batch
     train_ds = make_dataset(data.images, train.rows, train.targets, cfg.batch_size, shuffle=True, seed=cfg.seed,
                             deterministic=cfg.deterministic, drop_remainder=drop)
@@ -190,15 +264,19 @@ def _train(cfg: Config, run_dir: Path, data, log) -> dict:
         train_ds = train_ds.repeat()
     state = RunState.load(run_dir / STATE)
     with scope():
-        if state.epochs_done and (run_dir / LAST).is_file():
+        if state.epochs_done and state.checkpoint and (run_dir / state.checkpoint).is_file():
             log(f"resuming {run_dir} after epoch {state.epochs_done}")
-            model = keras.models.load_model(run_dir / LAST)
+            model = load_checkpoint(run_dir / state.checkpoint)
             _truncate_history(run_dir, state.epochs_done)
         else:
             state = RunState()
             (run_dir / HISTORY).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)  # a start that saved no epoch (ours)
             model = build_classifier(cfg, len(data.labels))
     data.complete()
+    # the data are known to be good: the configuration and the fingerprint are recorded now
+    write_config(run_dir, cfg)
+    write_json(run_dir / FINGERPRINT, fingerprint)
     log(f"{cfg.backbone}: {model.count_params():,} parameters; {len(train.rows)} train / {len(val.rows)} val / "
         f"{len(test.rows)} test images at {cfg.image_size} px; labels: {', '.join(data.labels)}")
     verbose = 1 if sys.stdout.isatty() else 2
@@ -221,7 +299,27 @@ def _train(cfg: Config, run_dir: Path, data, log) -> dict:
         if last and len(history.epoch) and state.epochs_done < end:
             state.stopped_early = True
             state.save(run_dir / STATE)
-    if (run_dir / BEST).is_file():  # else baseline: evaluated without training
-        model.load_weights(run_dir / BEST)
-    atomic_save_model(model, run_dir / MODEL)
-    return finish_run(cfg, run_dir, model, data, state, count_flops(model), steps, log)
+    if state.best_weights and (run_dir / state.best_weights).is_file():  # else baseline: not trained
+        model.load_weights(run_dir / state.best_weights)
+    atomic_save_model(model, run_dir / MODEL)  # without the optimiser's state
+    summary = finish_run(cfg, run_dir, model, data, state, count_flops(model), steps, log)
+    if not cfg.keep_checkpoint:
+        shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)  # the resume state: no longer needed
+    return summary
+
+
+def _any_label_defined(truth) -> bool:
+    import numpy as np
+
+    return any(len(np.unique(col[~np.isnan(col)])) == 2 for col in np.asarray(truth, float).T)
+
+
+def load_checkpoint(path: Path):
+    """A resume checkpoint (model and optimiser); a damaged one is a UserError naming it."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as exc:
+        raise UserError(f"the checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:100]}); delete "
+                        f"{path.parent} to train the run from its start") from None

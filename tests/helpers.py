@@ -27,7 +27,7 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is
 
 def run_cli(*args, cwd=ROOT, timeout=600, env=None) -> subprocess.CompletedProcess:
     """`python -m benchmark ARGS` in a fresh interpreter."""
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "benchmark", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
 
@@ -40,17 +40,31 @@ def train_args(out, data_root, *sets, backbone="mobilenet") -> list:
     return args
 
 
-def kill_9_when(args, state_file: Path, epochs_done: int, timeout: float) -> None:
-    """Start `python -m benchmark ARGS`, wait until `state_file` (a checkpoint's state.json) records
-    `epochs_done` epochs, or the command ends, or `timeout` s pass, then kill it with SIGKILL."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=ROOT, env=env,
+def start_cli(*args, env=None) -> subprocess.Popen:
+    """`python -m benchmark ARGS` in the background (output discarded)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=ROOT, env=full_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_epochs(proc, state_file: Path, epochs_done: int, timeout: float) -> None:
+    """Wait until `state_file` (a checkpoint's state.json) records `epochs_done` epochs, or `proc` ends, or
+    `timeout` s pass."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if state_file.is_file() and json.loads(state_file.read_text()).get("epochs_done", 0) >= epochs_done:
-            break
+        try:
+            if state_file.is_file() and json.loads(state_file.read_text()).get("epochs_done", 0) >= epochs_done:
+                return
+        except ValueError:  # being written
+            pass
         time.sleep(0.05)
+
+
+def kill_9_when(args, state_file: Path, epochs_done: int, timeout: float) -> None:
+    """Start `python -m benchmark ARGS`, wait until `state_file` records `epochs_done` epochs, or the command
+    ends, or `timeout` s pass, then kill it with SIGKILL."""
+    proc = start_cli(*args)
+    wait_for_epochs(proc, state_file, epochs_done, timeout)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -111,3 +125,18 @@ def write_pngs(folder, n):
         cv2.imwrite(str(path), img)
         files.append(str(path))
     return files
+
+
+FAULTS = ROOT / "tests" / "faults"
+
+
+def fault_env(**faults) -> dict:
+    """The environment for a command with faults injected (see tests/faults/sitecustomize.py)."""
+    return {"PYTHONPATH": f"{FAULTS}{os.pathsep}{ROOT}", **{f"CXR_TEST_{k.upper()}": v for k, v in faults.items()}}
+
+
+def tree_state(folder: Path) -> dict:
+    """Every file under a folder with its size and modification time (to show that nothing was touched), but the
+    lock files, which name whoever last held them."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}

@@ -57,14 +57,22 @@ def test_finished_run_is_not_retrained(trained):
     assert (out / "model.keras").stat().st_mtime_ns == before
 
 
-def test_other_configuration_in_the_same_directory_is_refused(trained, tmp_path):
+def test_a_finished_run_of_other_settings_or_data_is_refused_not_mixed(trained, phantom, tmp_path):
     out, cfg, _ = trained
-    (out / "status.json").rename(tmp_path / "status.json")
-    try:
-        with pytest.raises(UserError, match="holds a run with epochs=2, not 3"):
-            train_run(cfg.replace(epochs=3), out, log=lambda *a: None)
-    finally:
-        (tmp_path / "status.json").rename(out / "status.json")
+    before = (out / "model.keras").stat().st_mtime_ns
+    with pytest.raises(UserError, match=r"holds a run of other settings or data \(epochs 2 -> 3\); nothing was"):
+        train_run(cfg.replace(epochs=3), out, log=lambda *a: None)
+    assert (out / "model.keras").stat().st_mtime_ns == before
+    import shutil
+
+    data = tmp_path / "CheXpert-v1.0-small"
+    shutil.copytree(phantom, data)
+    small = tiny_config(data, backbone="mobilenet", epochs=1, steps_per_epoch=1, gradcam_images=0, bootstrap=0)
+    train_run(small, tmp_path / "run", log=lambda *a: None)
+    with open(data / "train.csv", "a") as fh:  # the label file changes under the finished run
+        fh.write("\n")
+    with pytest.raises(UserError, match=r"the label file .*train.csv changed"):
+        train_run(small, tmp_path / "run", log=lambda *a: None)
 
 
 @pytest.mark.parametrize("finetune,loss,policy", [("linear", "bce", "zeros"), ("gradual", "weighted_bce", "ones"),
@@ -125,16 +133,20 @@ def test_resume_after_kill_9(phantom, tmp_path):
             "--set", "early_stopping_patience=10"]
     state = out / "checkpoint" / "state.json"
     kill_9_when(args, state, epochs_done=2, timeout=300)
-    done_before = json.loads(state.read_text())["epochs_done"]
+    saved = json.loads(state.read_text())
+    done_before = saved["epochs_done"]
     assert 2 <= done_before < 6, "the run finished before it could be killed"
     assert json.loads((out / "status.json").read_text())["status"] == "running"
+    named = {saved["checkpoint"], saved["best_weights"]}  # the committed epoch's files (others are uncommitted)
+    assert all((out / f).is_file() for f in named)
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resuming {out} after epoch {done_before}" in result.stdout
     hist = pd.read_csv(out / "history.csv")
     assert hist["epoch"].tolist() == list(range(6))  # every epoch once: none lost, none repeated
-    assert json.loads(state.read_text())["epochs_done"] == 6
+    assert json.loads((out / "timing.json").read_text())["epochs"] == 6
     assert json.loads((out / "status.json").read_text())["status"] == "done"
+    assert not (out / "checkpoint").exists()  # the resume state is removed once the run is done
 
 
 def test_mirrored_strategy_on_two_logical_cpus(phantom, tmp_path):
@@ -151,7 +163,7 @@ def test_unknown_backbone_is_a_one_line_error(phantom, tmp_path):
                      "--data-root", phantom)
     assert result.returncode == 2
     err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and "unknown backbone 'vgg99'; valid:" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "backbone must be a registered backbone (" in err and "got 'vgg99'" in err
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +188,62 @@ def test_learnability_mobilenet_from_scratch(learn_phantom, tmp_path):
     assert val >= 0.75, f"validation mean AUROC {val:.3f} after training"
     # the test split carries the report-mined (noisy) labels and ~70 images: a lower, looser bar than validation's
     assert summary["auroc_macro"] >= 0.65
+
+
+def test_a_finished_run_keeps_its_model_without_optimiser_state_and_no_checkpoint(trained):
+    out, cfg, _ = trained
+    assert not (out / "checkpoint").exists()  # the resume state goes once the run is done
+    params = json.loads((out / "timing.json").read_text())["params"]
+    size = (out / "model.keras").stat().st_size
+    assert size < 1.2 * 4 * params + 1_000_000, (size, params)  # the weights, not three times them
+
+
+def test_a_full_disk_is_one_error_naming_the_folder_then_the_run_resumes(phantom, tmp_path, monkeypatch):
+    import errno
+
+    import benchmark.callbacks as callbacks
+
+    real = callbacks.atomic_save_model
+
+    def full(model, path, optimizer=False):
+        if "epoch-0002" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(model, path, optimizer)
+
+    monkeypatch.setattr(callbacks, "atomic_save_model", full)
+    cfg = tiny_config(phantom, backbone="mobilenet", epochs=3, steps_per_epoch=2, gradcam_images=0,
+                      early_stopping_patience=10)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=r"no space left on the device holding .*checkpoint .*resume"):
+        train_run(cfg, run, log=lambda *a: None)
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and "no space left" in status["error"]
+    assert not list((run / "checkpoint").glob(".*tmp*"))  # the failed save left no temporary file
+    monkeypatch.setattr(callbacks, "atomic_save_model", real)  # space freed: the same command resumes
+    train_run(cfg, run, log=lambda *a: None)
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1, 2]
+
+
+def test_nan_predictions_with_a_finite_loss_stop_the_run_clearly(phantom, tmp_path, monkeypatch):
+    import benchmark.inference as inference
+
+    monkeypatch.setattr(inference, "predict_probs", lambda model, images, rows, *a, **k: np.full((len(rows), 5),
+                                                                                                  np.nan))
+    cfg = tiny_config(phantom, backbone="mobilenet", epochs=2, steps_per_epoch=2, gradcam_images=0)
+    with pytest.raises(TrainingFailed, match="validation predictions became NaN .* although the loss was finite"):
+        train_run(cfg, tmp_path, log=lambda *a: None)
+
+
+def test_a_validation_split_without_both_classes_is_refused_before_training(phantom, tmp_path):
+    frame = pd.read_csv(phantom / "train.csv")
+    frame = frame[frame["Frontal/Lateral"] == "Frontal"].head(60).copy()
+    frame["patient"] = frame["Path"].str.extract(r"(patient\d+)")[0]
+    frame["split"] = ["train"] * 30 + ["val"] * 15 + ["test"] * 15
+    frame["Edema"] = [1, 0] * 15 + [0] * 15 + [1, 0] * 7 + [1]
+    frame[["Path", "patient", "split", "Edema"]].to_csv(tmp_path / "labels.csv", index=False)
+    result = run_cli("train", "--config", CI_PROFILE, "--backbone", "mobilenet", "--out", tmp_path / "run",
+                     "--dataset", "csv", "--csv", tmp_path / "labels.csv", "--data-root", phantom.parent,
+                     "--set", "patient_column=patient", "--set", "split_column=split", "--set", "labels=[Edema]")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the validation split (15 images) has no label "
+                                                             "with both positives and negatives")
