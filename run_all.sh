@@ -4,6 +4,7 @@
 #   ./run_all.sh test                 set up .venv and run the test suite
 #   ./run_all.sh setup                set up .venv only (idempotent: seconds when nothing changed)
 #   ./run_all.sh --config configs/X.yaml [--data-root DIR] [--out DIR] [--set key=value ...]
+#   ./run_all.sh retrain --sweep DIR RUN [RUN ...] [--set key=value ...] [--discard]
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -45,8 +46,13 @@ case "${1:-}" in
     setup
     exec "$PY" -m pytest "$@"
     ;;
+  retrain)
+    shift
+    setup
+    exec "$PY" -m benchmark retrain "$@"
+    ;;
   -h|--help|help)
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
     setup

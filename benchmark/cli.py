@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 
 from benchmark.data.formats import names as dataset_names
 from benchmark.errors import UserError
@@ -86,11 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="build the HTML report of a sweep (or of one run) from its files")
     rp.add_argument("--sweep", required=True, help="a sweep directory or a single run directory")
     rp.add_argument("--bootstrap", type=int, help="bootstrap resamples for confidence intervals (default 1000)")
+    rp.add_argument("--public", action="store_true",
+                    help="a report safe to publish (in report-public/): no paths, image names, patient ids or "
+                         "radiographs")
 
     sw = sub.add_parser("sweep", help="train every run of a profile's grid, each in its own process, then report")
     _config_args(sw)
     sw.add_argument("--out", required=True, help="the sweep directory (re-running resumes it)")
     sw.add_argument("--gpus", help="comma-separated GPU ids to run in parallel, one run per GPU")
+
+    rt = sub.add_parser("retrain", help="train some runs of a sweep again (its configuration plus --set), then report")
+    rt.add_argument("--sweep", required=True, help="the sweep folder")
+    rt.add_argument("runs", nargs="+", metavar="RUN", help="run names (folders under SWEEP/runs)")
+    rt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for these runs, recorded in each (e.g. --set epochs=20)")
+    rt.add_argument("--discard", action="store_true",
+                    help="delete the previous run folders instead of keeping them under a dated name")
+    rt.add_argument("--gpus", help="comma-separated GPU ids to run in parallel, one run per GPU")
 
     perf = sub.add_parser("perf", help="throughput benchmarks")
     psub = perf.add_subparsers(dest="perf_command", metavar="WHAT")
@@ -140,8 +154,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from benchmark.processes import watch_parent
     from benchmark.training import train_run
 
+    watch_parent()  # a sweep's run ends with the sweep, also where prctl is not available
     cfg = _load_cfg(args, backbone=args.backbone)
     result = train_run(cfg, args.out)
     print(json.dumps(result))
@@ -174,7 +190,7 @@ def cmd_predict(args) -> int:
 def cmd_report(args) -> int:
     from reports.build import build_report
 
-    index = build_report(args.sweep, bootstrap=args.bootstrap)
+    index = build_report(args.sweep, bootstrap=args.bootstrap, public=args.public)
     print(index)
     return 0
 
@@ -184,6 +200,12 @@ def cmd_sweep(args) -> int:
 
     cfg = _load_cfg(args)
     return run_sweep(cfg, args.out, gpus=args.gpus)
+
+
+def cmd_retrain(args) -> int:
+    from benchmark.retrain import retrain
+
+    return retrain(args.sweep, args.runs, args.set, discard=args.discard, gpus=args.gpus)
 
 
 def cmd_perf(args) -> int:
@@ -199,11 +221,19 @@ def cmd_perf(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "perf": cmd_perf}
+            "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "retrain": cmd_retrain,
+            "perf": cmd_perf}
+
+
+def _terminate(signum, frame):
+    """SIGTERM (a scheduler ending the job) is handled like Ctrl-C: work stops cleanly and resumes later."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
