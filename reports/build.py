@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -138,16 +139,69 @@ def build_figures(page: str, runs: list[dict], labels, synthetic: bool) -> list[
     return out
 
 
-def build_report(path, bootstrap: int | None = None) -> Path:
-    """Write report/index.html, report/<run>.html, report/summary.csv and report/summary.json; return index."""
+PATH_KEYS = ("data_root", "train_csv", "valid_csv", "test_csv", "cache_dir")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:/[^\s'\"(),;]+)+")
+
+
+def scrub(text):
+    """Absolute paths in a message replaced by <path> (for the public report)."""
+    return ABSOLUTE_PATH.sub("<path>", text) if isinstance(text, str) else text
+
+
+def redact_config(cfg: dict) -> dict:
+    """A configuration without its paths: the data's folders and files, weights files, external data sets."""
+    out = {}
+    for key, value in (cfg or {}).items():
+        if key in PATH_KEYS and value:
+            out[key] = "<redacted>"
+        elif key == "weights" and isinstance(value, str) and ("/" in value or "\\" in value):
+            out[key] = "<a weights file>"
+        elif key == "weights" and isinstance(value, dict):
+            out[key] = {k: ("<a weights file>" if isinstance(v, str) and "/" in v else v) for k, v in value.items()}
+        elif key == "external" and isinstance(value, list):
+            out[key] = [redact_config(v) if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def make_public(runs: list[dict]) -> None:
+    """What a published report must not hold: absolute paths, image paths and patient ids, radiographs."""
+    for r in runs:
+        r["config"] = redact_config(r["config"])
+        r["error"] = scrub(r.get("error"))
+        r["gallery"] = []
+        r["environment"] = {k: v for k, v in (r.get("environment") or {}).items() if k != "platform"}
+
+
+def report_folder(path: Path, public: bool) -> Path:
+    """The report's folder (report/, or report-public/), which must be missing, empty or a report of ours."""
+    from benchmark.ownership import claim
+
+    folder = path / ("report-public" if public else "report")
+
+    def legacy(f):
+        return (f / "index.html").is_file() and (f / "summary.csv").is_file()
+
+    return claim(folder, "report", "a report folder", f"move it away from {path}", legacy=legacy)
+
+
+def build_report(path, bootstrap: int | None = None, plan: list[str] | None = None, public: bool = False) -> Path:
+    """Write report/index.html, report/<run>.html, report/summary.csv and report/summary.json; return index.
+
+    Only the runs of the sweep's current plan are shown. With `public`, the report goes to report-public/ and
+    holds no absolute paths, image paths, patient ids or radiographs (no Grad-CAM), and says so."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path} is not a folder; pass a sweep directory or a run directory")
-    run_dirs, out = find_runs(path)
+    run_dirs = find_runs(path, plan)
+    out = report_folder(path, public)
     n_boot = 1000 if bootstrap is None else bootstrap
     runs = [load_run(d, n_boot) for d in run_dirs]
+    if public:
+        make_public(runs)
     compare_to_best(runs, n_boot)
     rows = [summary_row(r) for r in runs]
     columns = summary_columns()
@@ -155,7 +209,6 @@ def build_report(path, bootstrap: int | None = None) -> Path:
     for r in runs:
         label_cols += [f"test_auroc_{lab}" for lab in r.get("labels", []) if f"test_auroc_{lab}" not in label_cols]
     summary = pd.DataFrame(rows).reindex(columns=columns + label_cols)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     write_json(out / "summary.json", {"runs": summary.replace({np.nan: None}).to_dict(orient="records")})
 
@@ -173,11 +226,12 @@ def build_report(path, bootstrap: int | None = None) -> Path:
     context = {"title": f"cxr-bench report: {name}", "synthetic": synthetic, "runs": runs, "rows": rows,
                "labels": labels, "figures": build_figures("index", runs, labels, synthetic),
                "refs": references_for(dataset), "gallery": _gallery(done), "seed_groups": seed_groups(rows),
-               "dataset": dataset, "n_boot": n_boot, "metrics": table_metrics,
+               "dataset": dataset, "n_boot": n_boot, "metrics": table_metrics, "public": public,
                "environment": next((r["environment"] for r in runs if r["environment"]), {}), "config": first_cfg}
     atomic_write_text(out / "index.html", env.get_template("index.html").render(**context))
     for r in runs:
-        atomic_write_text(out / f"{r['name']}.html", env.get_template("run.html").render(**_run_context(r, synthetic)))
+        atomic_write_text(out / f"{r['name']}.html",
+                          env.get_template("run.html").render(**_run_context(r, synthetic), public=public))
     return out / "index.html"
 
 

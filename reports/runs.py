@@ -11,23 +11,45 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.rundir import (CONFIG, ENVIRONMENT, GALLERY, HISTORY, METRICS, REQUESTED, RUNS, STATUS, THRESHOLDS,
-                              TIMING, predictions_file, read_json, read_status)
+from benchmark.rundir import (CONFIG, ENVIRONMENT, GALLERY, GRADCAM, HISTORY, METRICS, REQUESTED, RUNS, STATUS,
+                              SWEEP_CONFIG, THRESHOLDS, TIMING, predictions_file, read_json, read_status)
 
 
 def is_run_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in (CONFIG, REQUESTED, STATUS))
 
 
-def find_runs(path: Path) -> tuple[list[Path], Path]:
-    """Run directories under a sweep folder (or the folder itself if it is one run), and where the report goes."""
+def find_runs(path: Path, plan: list[str] | None = None) -> list[Path]:
+    """The run directories a report shows: the folder itself if it is one run; else the runs of the sweep's
+    current plan (`plan`, or the one its sweep.yaml gives), in plan order; else every run folder under it."""
     if (path / CONFIG).is_file() or (path / REQUESTED).is_file():
-        return [path], path / "report"
+        return [path]
     runs_dir = path / RUNS if (path / RUNS).is_dir() else path
-    runs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p))
+    if plan is None and (path / SWEEP_CONFIG).is_file():
+        from benchmark.rundir import read_config
+        from benchmark.sweep import plan_runs
+
+        plan = [name for name, _ in plan_runs(read_config(path, SWEEP_CONFIG))]
+    if plan is not None:
+        runs = [runs_dir / name for name in plan if (runs_dir / name).is_dir()]
+    else:
+        runs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p))
     if not runs:
         raise UserError(f"{path} holds no run directories (folders with {CONFIG}); pass a sweep or run folder")
-    return runs, path / "report"
+    return runs
+
+
+def safe_gallery(run_dir: Path, entries) -> list[dict]:
+    """The Grad-CAM entries whose file is a plain name inside the run's gradcam/ folder (a report embeds only its
+    own files: not an absolute path or one that climbs out, whatever gallery.json says)."""
+    out = []
+    for e in entries if isinstance(entries, list) else []:
+        name = str(e.get("file", "")) if isinstance(e, dict) else ""
+        if not name or Path(name).name != name or name.startswith(".") or "\\" in name:
+            continue
+        if (run_dir / GRADCAM / name).is_file():
+            out.append(e)
+    return out
 
 
 def truth_probs(frame: pd.DataFrame, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -70,5 +92,5 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
         run[f"{split}_metrics"] = saved.get(split) or compute_metrics(
             y, p, labels, frame["patient"].astype(str).to_numpy(), run["thresholds"],
             n_boot=n_boot if split == "test" else 0, seed=int(cfg.get("seed", 0) or 0))
-    run["gallery"] = read_json(run_dir / GALLERY) or []
+    run["gallery"] = safe_gallery(run_dir, read_json(run_dir / GALLERY) or [])
     return run

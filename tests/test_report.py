@@ -91,3 +91,52 @@ def test_report_in_headless_chromium(sweep, tmp_path):
     assert img.shape[0] >= 2000 and img.std() > 20  # tables and figures drawn, not a blank page
     red = (img[:60, :, 2] > 150) & (img[:60, :, 1] < 60)
     assert red.mean() > 0.3  # the red synthetic-data banner across the top
+
+
+def _copy_sweep(out, dest):
+    shutil.copytree(out, dest, ignore=shutil.ignore_patterns("*.keras", "checkpoint", ".lock", "report"))
+    return dest
+
+
+def test_the_report_shows_only_the_runs_of_the_current_plan(sweep, tmp_path):
+    out, _ = sweep
+    copy = _copy_sweep(out, tmp_path / "copy")
+    shutil.copytree(copy / "runs" / "mobilenet-32px", copy / "runs" / "densenet121-32px")  # an old grid's run
+    result = run_cli("report", "--sweep", copy, "--bootstrap", "50")
+    assert result.returncode == 0, result.stderr
+    html = (copy / "report" / "index.html").read_text()
+    assert "mobilenet-32px" in html and "densenet121-32px" not in html
+    assert set(pd.read_csv(copy / "report" / "summary.csv")["run"]) == {"mobilenet-32px", "resnet34-32px",
+                                                                        "mobilenet-16px", "resnet34-16px"}
+
+
+def test_the_report_embeds_only_its_own_files(sweep, tmp_path):
+    out, _ = sweep
+    copy = _copy_sweep(out, tmp_path / "copy")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG not for the report")
+    run = copy / "runs" / "resnet34-32px"
+    gallery = json.loads((run / "gradcam" / "gallery.json").read_text())
+    gallery += [dict(gallery[0], file=str(secret)), dict(gallery[0], file="../../../secret.png"),
+                dict(gallery[0], file="../report/x.png")]
+    (run / "gradcam" / "gallery.json").write_text(json.dumps(gallery))
+    assert run_cli("report", "--sweep", copy, "--bootstrap", "50").returncode == 0
+    import base64
+
+    leaked = base64.b64encode(secret.read_bytes()).decode()
+    for page in (copy / "report").glob("*.html"):
+        assert leaked not in page.read_text()
+
+
+def test_a_public_report_holds_no_paths_ids_or_radiographs(sweep, tmp_path):
+    out, _ = sweep
+    copy = _copy_sweep(out, tmp_path / "copy")
+    result = run_cli("report", "--sweep", copy, "--public", "--bootstrap", "50")
+    assert result.returncode == 0, result.stderr
+    public = copy / "report-public"
+    text = "".join(p.read_text() for p in public.iterdir() if p.suffix in (".html", ".csv", ".json"))
+    assert 'id="public-banner"' in text and "no file paths" in text
+    assert str(tmp_path) not in text and "/tmp/" not in text  # no absolute paths (data root, errors)
+    assert "patient0" not in text and ".jpg" not in text  # no image paths or patient ids
+    assert all('class="gallery"' not in p.read_text() for p in public.glob("*.html"))  # no radiographs
+    assert (public / "summary.csv").is_file()
