@@ -33,6 +33,11 @@ class Config:
     data_root: str | None = None
     train_csv: str | None = None  # default: the data set's own file under data_root
     valid_csv: str | None = None
+    test_csv: str | None = None  # official test labels (CheXpert's released test set); default: found beside train.csv
+    protocol: str = "auto"  # which images are test and validation: see benchmark/data/protocols.py
+    score_by: str = "auto"  # "image" or "study" (views of a study reduced by study_reduce); auto: the format's
+    study_reduce: str = "max"  # "max" or "mean" over a study's views
+    external: tuple = ()  # external test sets scored at the end of each run: [{dataset: nih, data_root: DIR}, ...]
     labels: Any = "competition5"  # a name from benchmark.data.labels.LABEL_SETS, "all", or a list
     policy: Any = "mixed"  # one of POLICIES, or {label: policy}
     blank: str = "negative"  # "negative" (the CheXpert paper's convention) or "ignore"
@@ -115,7 +120,7 @@ class Config:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
 
-PATH_KEYS = ("data_root", "train_csv", "valid_csv", "cache_dir")
+PATH_KEYS = ("data_root", "train_csv", "valid_csv", "test_csv", "cache_dir")
 SWEEP_KEYS = {"backbones": "backbone", "policies": "policy", "finetunes": "finetune", "image_sizes": "image_size",
               "seeds": "seed"}
 
@@ -237,6 +242,18 @@ def _projections(v):
         return "a list of projections such as [AP, PA], or null for all"
 
 
+def _external(v):
+    from benchmark.data.formats import names
+
+    for spec in v:
+        if not isinstance(spec, dict) or "dataset" not in spec or "data_root" not in spec:
+            return "a list of {dataset: D, data_root: DIR} mappings (optional: csv, split: all|test, name)"
+        unknown = set(spec) - {"dataset", "data_root", "csv", "split", "name"}
+        if unknown or spec["dataset"] not in names() or spec.get("split", "all") not in ("all", "test"):
+            return ("a list of {dataset: D, data_root: DIR} mappings with D one of " + ", ".join(names())
+                    + " (optional: csv, split: all|test, name)")
+
+
 def _backbone(v):
     from models.registry import REGISTRY
 
@@ -271,7 +288,9 @@ CHECKS = {
     "precision": _choice(("auto", "float32", "mixed_float16", "mixed_bfloat16")), "steps_per_epoch": _int(1),
     "logical_cpus": _int(0, 64), "gradcam_images": _int(0, 100),
     "bootstrap": lambda v: None if v == 0 or 50 <= v <= 100_000 else "0 (no confidence intervals) or 50 to 100000",
-    "run_timeout": _num(0, lo_open=True),
+    "run_timeout": _num(0, lo_open=True), "external": _external,
+    "protocol": _choice(("auto", "valid_as_test", "official_test", "carved_test")),
+    "score_by": _choice(("auto", "image", "study")), "study_reduce": _choice(("max", "mean")),
 }
 
 
@@ -358,6 +377,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     if overrides:
         cfg = merge(cfg, overrides, "--set")
     paths = {k: os.path.abspath(getattr(cfg, k)) for k in PATH_KEYS if getattr(cfg, k)}
+    if cfg.external:
+        paths["external"] = tuple({**spec, **{k: os.path.abspath(spec[k]) for k in ("data_root", "csv") if spec.get(k)}}
+                                  for spec in cfg.external)
     return dataclasses.replace(cfg, **paths)
 
 

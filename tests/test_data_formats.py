@@ -129,8 +129,8 @@ def test_generic_csv(tmp_path):
         load_table("csv", tmp_path / "labels.csv", tmp_path, path_column="file")
 
 
-def test_load_dataset_carves_a_patientwise_test_split(phantom):
-    cfg = Config(dataset="phantom", data_root=str(phantom), test_fraction=0.2)
+def test_load_dataset_carves_a_patientwise_test_split_under_the_older_protocol(phantom):
+    cfg = Config(dataset="phantom", data_root=str(phantom), test_fraction=0.2, protocol="carved_test")
     ds, labels = load_dataset(cfg)
     assert labels == ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
     parts = ds.frame.groupby("split")["patient"].apply(set)

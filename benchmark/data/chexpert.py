@@ -12,7 +12,7 @@ import pandas as pd
 
 from benchmark.data.formats import LoadOptions
 from benchmark.data.labels import CHEXPERT_14
-from benchmark.data.table import check_inside, numeric_labels, read_table
+from benchmark.data.table import check_inside, demographics, numeric_labels, read_table
 from benchmark.errors import UserError
 
 
@@ -47,20 +47,27 @@ def chexpert_frame(csv: Path, root: Path, source_split: str) -> pd.DataFrame:
         "study": ids[0].fillna(paths) + "/" + ids[1].fillna(""),
         "view": view_col.str.lower().map({"frontal": "frontal", "lateral": "lateral"}).fillna("frontal"),
         "projection": frame["AP/PA"].fillna("").astype(str) if "AP/PA" in frame else "",
+        **demographics(frame),
         "split": source_split,
     })
     return pd.concat([out, numeric_labels(frame, CHEXPERT_14, csv)], axis=1)
 
 
 def load_chexpert(csv: Path, root: Path, options: LoadOptions) -> tuple[pd.DataFrame, tuple]:
-    """train.csv rows become train (test is carved later), valid.csv rows (the file beside train.csv, or
-    `options.valid_csv`) become val."""
+    """train.csv rows are train; valid.csv rows (the file beside train.csv, or `options.valid_csv`) the official
+    validation set (val); the official test labels (`options.test_csv`) the official test set (test). The
+    protocol (benchmark.data.protocols) decides which of them is tested on."""
     parts = [chexpert_frame(csv, root, "train")]
     valid = options.valid_csv or (csv.parent / "valid.csv" if csv.name.startswith("train") else None)
-    sources = []
+    sources, attrs = [], {}
     if options.include_valid and valid is not None and Path(valid).is_file():
         parts.append(chexpert_frame(Path(valid), root, "val"))
         sources.append(str(valid))
+        attrs["val_source"] = Path(valid).name
+    if options.include_valid and options.test_csv is not None:
+        parts.append(chexpert_frame(Path(options.test_csv), root, "test"))
+        sources.append(str(options.test_csv))
+        attrs["test_source"] = Path(options.test_csv).name
     frame = pd.concat(parts, ignore_index=True)
-    frame.attrs["sources"] = sources
+    frame.attrs.update(attrs, sources=sources)
     return frame, CHEXPERT_14

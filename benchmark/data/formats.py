@@ -21,6 +21,7 @@ class LoadOptions:
     """What a loader may need besides the label file and the data root (all from the Config)."""
 
     valid_csv: Path | None = None  # a second label file holding the official validation set (CheXpert)
+    test_csv: Path | None = None  # a label file holding the official test set (CheXpert's released test labels)
     include_valid: bool = True  # read the validation file beside the label file, if any
     need_files: bool = True  # look for the image files (NIH's archive folders); False for `data inspect`
     path_column: str = "Path"
@@ -37,6 +38,7 @@ class DatasetFormat:
     name: str
     loader: str
     label_files: tuple = ()  # where the label file lies under a data root, first match wins; () = must be given
+    test_files: tuple = ()  # official test label files looked for beside the label file (when test_csv is not set)
     labels: tuple | None = None  # the format's own label list; None = read from the file
     has_studies: bool = False  # several images (views) per study, which scoring may reduce to one
     synthetic: bool = False  # generated data: every output says so
@@ -66,7 +68,7 @@ register(DatasetFormat(
     help="the built-in SYNTHETIC phantom, in the CheXpert layout (made on first use under data_root)"))
 register(DatasetFormat(
     "chexpert", "benchmark.data.chexpert:load_chexpert", label_files=_chexpert_files(), labels=None,
-    has_studies=True, references=("chexpert",),
+    has_studies=True, references=("chexpert",), test_files=("test_labels.csv", "test.csv"),
     help="CheXpert v1.0 / v1.0-small (Irvin et al. 2019): train.csv and valid.csv"))
 register(DatasetFormat(
     "nih", "benchmark.data.nih:load_nih",

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data.formats import LoadOptions
-from benchmark.data.table import check_inside, numeric_labels, read_table
+from benchmark.data.table import check_inside, demographics, numeric_labels, read_table
 from benchmark.errors import UserError
 
-NOT_LABELS = {"Sex", "Age", "Frontal/Lateral", "AP/PA", "View Position"}
+NOT_LABELS = {"Sex", "sex", "Age", "age", "Patient Gender", "Patient Age", "Frontal/Lateral", "AP/PA", "View Position"}
 
 
 def looks_like_labels(col: pd.Series) -> bool:
@@ -48,7 +48,9 @@ def load_generic_csv(csv: Path, root: Path, options: LoadOptions) -> tuple[pd.Da
         "patient": frame[patient_column].astype(str) if patient_column else paths,
         "study": paths,
         "view": frame["Frontal/Lateral"].astype(str).str.lower() if "Frontal/Lateral" in frame else "frontal",
-        "projection": frame["AP/PA"].fillna("").astype(str) if "AP/PA" in frame else "",
+        "projection": (frame["AP/PA"].fillna("").astype(str) if "AP/PA" in frame else
+                       frame["View Position"].fillna("").astype(str) if "View Position" in frame else ""),
+        **demographics(frame),
         "split": "train",
     })
     if split_column:
@@ -59,6 +61,7 @@ def load_generic_csv(csv: Path, root: Path, options: LoadOptions) -> tuple[pd.Da
             raise UserError(f"{csv}: column {split_column!r}, line {i + 2}: value {frame[split_column].iloc[i]!r} "
                             f"is not train, val or test")
         out["split"] = split.to_numpy()
-        out.attrs["user_split"] = f"column {split_column!r} of {csv}"
     out = pd.concat([out, numeric_labels(frame, label_cols, csv)], axis=1)
+    if split_column:
+        out.attrs["user_split"] = f"column {split_column!r} of {csv}"
     return out, label_cols

@@ -15,6 +15,26 @@ NIH_14 = (
 # The five observations of the CheXpert competition (Irvin et al. 2019).
 COMPETITION_5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
+# One label space across data sets: a label's name in the data set's own file -> its name here. Only labels that
+# mean the same finding are mapped (NIH's Mass and Nodule are not CheXpert's Lung Lesion, nor Infiltration its
+# Lung Opacity), so external validation scores only what both data sets really share.
+CANONICAL = {
+    "Effusion": "Pleural Effusion",  # NIH ChestX-ray14
+    "Pleural_Thickening": "Pleural Thickening",  # NIH ChestX-ray14
+}
+
+
+def canonical(label: str) -> str:
+    """The label's name in the one label space (CheXpert's names where CheXpert has the finding)."""
+    return CANONICAL.get(label, label.replace("_", " "))
+
+
+def shared_labels(trained, available) -> dict:
+    """{a trained label: the available label of the same finding} for the labels both share, in trained order."""
+    by_name = {canonical(lab): lab for lab in available}
+    return {lab: by_name[canonical(lab)] for lab in trained if canonical(lab) in by_name}
+
+
 LABEL_SETS = {
     "chexpert14": CHEXPERT_14,
     "competition5": COMPETITION_5,

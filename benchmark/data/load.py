@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.data.formats import LoadOptions, default_csv, get_format
-from benchmark.data.splits import check_leakage, patient_split, subsample_patients
+from benchmark.data.protocols import apply_protocol
+from benchmark.data.splits import subsample_patients
 from benchmark.data.table import PHANTOM_MARKER, Dataset, drop_duplicates
 from benchmark.errors import UserError
 
@@ -17,9 +18,10 @@ from benchmark.errors import UserError
 def load_table(dataset: str, csv: str | os.PathLike, data_root: str | os.PathLike | None = None,
                valid_csv: str | os.PathLike | None = None, views: str = "frontal", projections=None,
                need_files: bool = True, path_column: str = "Path", patient_column: str | None = None,
-               split_column: str | None = None, labels="all", include_valid: bool = True) -> Dataset:
-    """Read a label file (and, with `include_valid`, CheXpert's valid.csv beside it) into a Dataset with the view
-    filter applied and no split yet."""
+               split_column: str | None = None, labels="all", include_valid: bool = True,
+               test_csv: str | os.PathLike | None = None) -> Dataset:
+    """Read a label file (and, with `include_valid`, CheXpert's valid.csv and official test labels beside it, or
+    `valid_csv` / `test_csv`) into a Dataset with the view filter applied and no protocol yet."""
     fmt = get_format(dataset)
     csv = Path(csv)
     if data_root is not None:
@@ -30,10 +32,15 @@ def load_table(dataset: str, csv: str | os.PathLike, data_root: str | os.PathLik
         root = csv.parent
     root = root.resolve()
     synthetic = fmt.synthetic or (root / PHANTOM_MARKER).is_file() or (csv.parent / PHANTOM_MARKER).is_file()
+    if test_csv is None and include_valid:
+        test_csv = next((csv.parent / name for name in fmt.test_files if (csv.parent / name).is_file()), None)
     options = LoadOptions(valid_csv=Path(valid_csv) if valid_csv else None, include_valid=include_valid,
+                          test_csv=Path(test_csv) if test_csv else None,
                           need_files=need_files, path_column=path_column, patient_column=patient_column,
                           split_column=split_column, labels=labels)
     frame, all_labels = fmt.load()(csv, root, options)
+    if frame.empty:
+        raise UserError(f"{csv}: no images listed")
     sources = tuple(dict.fromkeys([str(csv), *frame.attrs.get("sources", ())]))
     attrs = dict(frame.attrs)
     frame = drop_duplicates(frame, all_labels, csv)
@@ -45,26 +52,19 @@ def load_table(dataset: str, csv: str | os.PathLike, data_root: str | os.PathLik
     if frame.empty:
         raise UserError(f"{csv}: no images left after filtering (views={views}, projections={projections}); "
                         f"use --all-views or another projection filter")
-    return Dataset(kind=dataset, frame=frame.reset_index(drop=True), labels=tuple(all_labels), source=str(csv),
+    attrs = dict(frame.attrs)
+    frame = frame.reset_index(drop=True)
+    frame.attrs.update(attrs)
+    return Dataset(kind=dataset, frame=frame, labels=tuple(all_labels), source=str(csv),
                    root=root, synthetic=synthetic, sources=sources)
 
 
-def assign_splits(ds: Dataset, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
-    """Fill in the parts the download does not define, by patient; then refuse any patient in two parts."""
-    frame = ds.frame.copy()
-    has_val = (frame["split"] == "val").any()
-    has_test = (frame["split"] == "test").any()
-    pool = frame["split"] == "train"
-    fractions = {}
-    if not has_val:
-        fractions["val"] = val_fraction
-    if not has_test:
-        fractions["test"] = test_fraction
-    if fractions:
-        frame.loc[pool, "split"] = patient_split(frame.loc[pool, "patient"], fractions, seed)
-    source = frame.attrs.get("user_split") or frame.attrs.get("official_test") or "the split"
-    check_leakage(frame, source)
-    return Dataset(ds.kind, frame, ds.labels, ds.source, ds.root, ds.synthetic, ds.sources)
+def assign_splits(ds: Dataset, val_fraction: float, test_fraction: float, seed: int,
+                  protocol: str = "auto") -> Dataset:
+    """Decide every image's split by the protocol (benchmark.data.protocols), carving what the download does not
+    define by patient; then refuse any patient in two parts."""
+    frame, record = apply_protocol(ds.frame, protocol, val_fraction, test_fraction, seed, ds.source)
+    return Dataset(ds.kind, frame, ds.labels, ds.source, ds.root, ds.synthetic, ds.sources, record)
 
 
 def load_dataset(cfg, need_files: bool = True) -> tuple[Dataset, tuple]:
@@ -76,8 +76,8 @@ def load_dataset(cfg, need_files: bool = True) -> tuple[Dataset, tuple]:
     root = Path(cfg.data_root) if cfg.data_root else None
     csv = Path(cfg.train_csv) if cfg.train_csv else default_csv(cfg.dataset, root)
     ds = load_table(cfg.dataset, csv, root, cfg.valid_csv, cfg.views, cfg.projections, need_files,
-                    cfg.path_column, cfg.patient_column, cfg.split_column, cfg.labels)
-    ds = assign_splits(ds, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+                    cfg.path_column, cfg.patient_column, cfg.split_column, cfg.labels, test_csv=cfg.test_csv)
+    ds = assign_splits(ds, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.protocol)
     if cfg.max_train_images:
         train = subsample_patients(ds.split("train"), cfg.max_train_images, cfg.split_seed)
         ds.frame = pd.concat([train, ds.frame[ds.frame["split"] != "train"]]).reset_index(drop=True)

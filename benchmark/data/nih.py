@@ -11,7 +11,7 @@ import pandas as pd
 
 from benchmark.data.formats import LoadOptions
 from benchmark.data.labels import NIH_14
-from benchmark.data.table import check_inside, read_table
+from benchmark.data.table import check_inside, demographics, read_table
 from benchmark.errors import UserError
 
 
@@ -53,6 +53,7 @@ def load_nih(csv: Path, root: Path, options: LoadOptions) -> tuple[pd.DataFrame,
         "study": names.str.replace(".png", "", regex=False),
         "view": "frontal",
         "projection": frame["View Position"].fillna("").astype(str) if "View Position" in frame else "",
+        **demographics(frame),
         "split": "train",
     })
     out = pd.concat([out, onehot.astype(np.float32)], axis=1)
@@ -68,6 +69,7 @@ def load_nih(csv: Path, root: Path, options: LoadOptions) -> tuple[pd.DataFrame,
                 out = out[out["path"].isin(listed)]
                 sources.append(str(train_list))
             out.attrs["official_test"] = str(test_list)
+            out.attrs["test_source"] = "test_list.txt"
             out.attrs["sources"] = sources
             break
     return out, NIH_14

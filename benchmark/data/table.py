@@ -1,8 +1,9 @@
 """The one table every data set format is loaded into, and the checks every loader shares (pandas only).
 
 A loader returns one row per image with the columns ``path`` (as written in the label file), ``file`` (absolute
-path), ``patient``, ``study``, ``view`` (frontal/lateral), ``projection`` (AP, PA, LL ... or empty) and ``split``
-(train / val / test), then one column per label holding the raw value: 1, 0, -1 (uncertain) or NaN (blank).
+path), ``patient``, ``study``, ``view`` (frontal/lateral), ``projection`` (AP, PA, LL ... or empty), ``sex`` (M, F
+or empty), ``age`` (years, or NaN) and ``split`` (train; val and test where the download defines them), then one
+column per label holding the raw value: 1, 0, -1 (uncertain) or NaN (blank).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from benchmark.errors import UserError
 
 PHANTOM_MARKER = "SYNTHETIC_PHANTOM.txt"
-META_COLUMNS = ("path", "file", "patient", "study", "view", "projection", "split")
+META_COLUMNS = ("path", "file", "patient", "study", "view", "projection", "sex", "age", "split")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Dataset:
     root: Path | None
     synthetic: bool = False
     sources: tuple = ()  # every label file (and split list) read, for the run's fingerprint
+    protocol: dict | None = None  # how the test and validation sets were chosen (benchmark.data.protocols)
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name]
@@ -91,6 +93,17 @@ def check_inside(opened: pd.Series, source, written: pd.Series | None = None) ->
         if os.path.isabs(p) or norm == ".." or norm.startswith(".." + os.sep) or (len(p) > 1 and p[1] == ":"):
             raise UserError(f"{source}: line {i + 2}: path {written.iloc[i]!r} escapes the data root; "
                             f"paths must be relative to the data set's folder")
+
+
+def demographics(frame: pd.DataFrame, sex_columns=("Sex", "sex", "Patient Gender", "PatientSex"),
+                 age_columns=("Age", "age", "Patient Age", "PatientAge")) -> dict:
+    """`sex` (M / F) and `age` (years) from whichever of these columns a label file has (empty where none)."""
+    from reports.scoring import normalise_age, normalise_sex
+
+    sex = next((c for c in sex_columns if c in frame), None)
+    age = next((c for c in age_columns if c in frame), None)
+    return {"sex": normalise_sex(frame[sex]) if sex else pd.Series(None, index=frame.index, dtype=object),
+            "age": normalise_age(frame[age]) if age else pd.Series(np.nan, index=frame.index)}
 
 
 def drop_duplicates(frame: pd.DataFrame, labels, source) -> pd.DataFrame:
