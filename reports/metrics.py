@@ -1,6 +1,7 @@
 """Multi-label metrics on scikit-learn, with ignored labels (NaN in y_true) left out for that label only.
 
-Per label: AUROC (with a 95 % bootstrap CI that resamples patients, not images), AUPRC, accuracy, precision,
+Per label: AUROC (with a 95 % bootstrap CI that resamples patients, not images, with the resamples shared by every
+run scored on the same test set: see reports.stats.PatientBootstrap), AUPRC, accuracy, precision,
 recall/sensitivity, specificity, F1, the confusion matrix, ROC and PR curves, Brier score, expected calibration
 error and a reliability curve. Averages: macro (over labels where the metric is defined), micro (pooling all
 present image-label pairs) and weighted (by positives). Hamming loss and exact-match subset accuracy over present
@@ -9,13 +10,15 @@ labels. A label with one class in the split has an undefined AUROC (None, with t
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
+
+from reports.scoring import MIN_GROUP, Scored, score_units, subgroups
+from reports.stats import PatientBootstrap, percentile_ci, resampled_aurocs
 
 THRESHOLD_KINDS = ("0.5", "youden", "f1")
 SUMMARY_THRESHOLD = "f1"  # thresholds of the summary's F1, accuracy ...: F1-optimal on validation
@@ -35,53 +38,8 @@ def auroc(y, p):
     return float(skm.roc_auc_score(y, p))
 
 
-def weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUROC for many weightings of the same scores at once: weights (B, n) -> (B,), NaN where undefined.
-    Equals sklearn's roc_auc_score(y, p, sample_weight=w) for each row (ties count one half)."""
-    order = np.argsort(p, kind="mergesort")
-    y, p, weights = y[order], p[order], weights[:, order]
-    _, group = np.unique(p, return_inverse=True)
-    n_groups = group.max() + 1 if len(group) else 0
-    out = np.full(len(weights), np.nan)
-    for b, w in enumerate(weights):
-        wn, wp = w * (1 - y), w * y
-        neg_group = np.bincount(group, wn, minlength=n_groups)
-        below = np.cumsum(neg_group) - neg_group
-        total_p, total_n = wp.sum(), wn.sum()
-        if total_p > 0 and total_n > 0:
-            out[b] = float(np.sum(wp * (below[group] + 0.5 * neg_group[group])) / (total_p * total_n))
-    return out
-
-
-def patient_bootstrap_weights(patients, n_boot: int, seed: int = 0) -> np.ndarray:
-    """(n_boot, n_images) weights: how often each image's patient was drawn in each resample of patients."""
-    patients = np.asarray(patients).astype(str)
-    unique, inverse = np.unique(patients, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(unique), size=(n_boot, len(unique)))
-    counts = np.zeros((n_boot, len(unique)))
-    for b in range(n_boot):
-        counts[b] = np.bincount(draws[b], minlength=len(unique))
-    return counts[:, inverse]
-
-
-def bootstrap_auroc(y_true, y_prob, weights) -> np.ndarray:
-    """(n_boot, L) AUROC per resample and label (NaN where undefined)."""
-    out = np.full((len(weights), y_true.shape[1]), np.nan)
-    for j in range(y_true.shape[1]):
-        mask = ~np.isnan(y_true[:, j])
-        if len(np.unique(y_true[mask, j])) < 2:
-            continue
-        out[:, j] = weighted_auc(y_true[mask, j].astype(int), y_prob[mask, j], weights[:, mask])
-    return out
-
-
 def _ci(values) -> list | None:
-    values = np.asarray(values, float)
-    values = values[~np.isnan(values)]
-    if len(values) < 10:
-        return None
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+    return percentile_ci(values)
 
 
 def youden_threshold(y, p) -> float:
@@ -145,29 +103,33 @@ def _curve(x, y, points: int = 101) -> dict:
 
 
 def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_boot: int = 1000,
-                    seed: int = 0, curves: bool = True) -> dict:
-    """All metrics of one split. `thresholds` as from choose_thresholds (default: 0.5 for every kind)."""
+                    curves: bool = True, boot: PatientBootstrap | None = None, meta=None, unit: str = "image",
+                    reduce: str | None = None) -> dict:
+    """All metrics of one split, on its scored units (images or studies: see reports.scoring). `thresholds` as
+    from choose_thresholds (default: 0.5 for every kind). Confidence intervals come from `n_boot` patient
+    resamples in which every label keeps both classes (or `boot`, shared with other callers). With `meta`
+    (sex, age, view of each unit) the split's subgroups are scored too."""
     y_true = np.asarray(y_true, float)
     y_prob = np.asarray(y_prob, float)
     n, L = y_true.shape
     thresholds = thresholds or {label: {k: 0.5 for k in THRESHOLD_KINDS} for label in labels}
-    patients = np.arange(n) if patients is None else np.asarray(patients)
+    patients = np.arange(n).astype(str) if patients is None else np.asarray(patients).astype(str)
     per_label = {}
-    boot = None
-    if n and n_boot:
-        boot = bootstrap_auroc(y_true, y_prob, patient_bootstrap_weights(patients, n_boot, seed))
+    if boot is None and n and n_boot:
+        boot = PatientBootstrap(patients, y_true, n_boot)
+    boot_aurocs = resampled_aurocs(y_true, y_prob, boot) if boot is not None and boot.n else None
     for j, label in enumerate(labels):
         y, p, mask = _present(y_true[:, j], y_prob[:, j])
         positives = int(y.sum())
         entry = {"n": int(len(y)), "positives": positives, "ignored": int((~mask).sum())}
         if len(y) == 0:
-            entry.update({"auroc": None, "undefined": "no labelled images in this split"})
+            entry.update({"auroc": None, "undefined": f"no labelled {unit}s in this split"})
         elif len(np.unique(y)) < 2:
             entry.update({"auroc": None, "auprc": None,
                           "undefined": f"only {'positives' if positives else 'negatives'} in this split"})
         else:
             entry["auroc"] = float(skm.roc_auc_score(y, p))
-            entry["auroc_ci"] = _ci(boot[:, j]) if boot is not None else None
+            entry["auroc_ci"] = _ci(boot_aurocs[:, j]) if boot_aurocs is not None else None
             entry["auprc"] = float(skm.average_precision_score(y, p))
             if curves:
                 fpr, tpr, _ = skm.roc_curve(y, p)
@@ -185,16 +147,74 @@ def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_bo
                 t = thresholds[label][kind]
                 entry["by_threshold"][kind] = {"threshold": t, **binary_metrics(y, (p >= t).astype(int))}
         per_label[label] = entry
-    ctx = SplitScores(y_true, y_prob, list(labels), per_label, thresholds, boot)
-    summary = {"n_images": int(n), "n_patients": int(len(np.unique(patients.astype(str)))) if n else 0,
-               "labels": list(labels), "undefined_labels": [lab for lab in labels if per_label[lab].get("auroc") is None],
-               "threshold_kind": SUMMARY_THRESHOLD, "bootstrap": int(n_boot) if boot is not None else 0}
+    ctx = SplitScores(y_true, y_prob, list(labels), per_label, thresholds, boot_aurocs)
+    summary = {"n_images": int(n), "n_patients": int(len(np.unique(patients))) if n else 0, "unit": unit,
+               "reduce": reduce, "labels": list(labels),
+               "undefined_labels": [lab for lab in labels if per_label[lab].get("auroc") is None],
+               "threshold_kind": SUMMARY_THRESHOLD,
+               "bootstrap": boot.record() if boot is not None else {"resamples": 0}}
     for metric in SUMMARY_METRICS:
         value = metric.compute(ctx)
         if metric.ci:
             value, summary[f"{metric.key}_ci"] = value
         summary[metric.key] = value
-    return {"summary": summary, "per_label": per_label}
+    if curves and ctx.both_classes():
+        fpr, tpr, _ = skm.roc_curve(ctx.flat_y, ctx.flat_p)
+        prec, rec, _ = skm.precision_recall_curve(ctx.flat_y, ctx.flat_p)
+        summary["roc_micro"], summary["pr_micro"] = _curve(fpr, tpr), _curve(rec[::-1], prec[::-1])
+    out = {"summary": summary, "per_label": per_label}
+    if meta is not None:
+        out["subgroups"] = subgroup_metrics(Scored(y_true, y_prob, patients, np.arange(n), meta, unit, reduce),
+                                            list(labels), thresholds, n_boot)
+    return out
+
+
+def score_split(frame, truth, probs, labels, unit: str = "image", reduce: str = "max", thresholds=None,
+                n_boot: int = 1000, curves: bool = True) -> dict:
+    """The metrics of one split from its per-image prediction table (path, patient, study, sex, age, view) and
+    arrays, at its scoring unit (image or study), with subgroups."""
+    scored = score_units(frame, truth, probs, unit, reduce)
+    return compute_metrics(scored.truth, scored.probs, labels, scored.patients, thresholds, n_boot=n_boot,
+                           curves=curves, meta=scored.meta, unit=scored.unit, reduce=scored.reduce)
+
+
+def subgroup_metrics(scored: Scored, labels, thresholds, n_boot: int) -> dict:
+    """For each attribute the split has (sex, age band, view) and each of its groups: the number of units and
+    patients, the macro AUROC with its CI, and at the chosen threshold the false-negative rate (macro over labels
+    with positives in the group). A group too small, or without a label that has both classes, says so instead."""
+    out = {}
+    for attribute, groups in subgroups(scored.meta).items():
+        out[attribute] = {}
+        values = groups.to_numpy()
+        for group in sorted(g for g in groups.dropna().unique()):
+            mask = values == group
+            y, p, pat = scored.truth[mask], scored.probs[mask], scored.patients[mask]
+            entry = {"n": int(mask.sum()), "patients": int(len(np.unique(pat)))}
+            out[attribute][str(group)] = entry
+            if entry["n"] < MIN_GROUP:
+                entry["undefined"] = f"fewer than {MIN_GROUP} {scored.unit}s"
+                continue
+            aurocs, fnrs = [], {}
+            for j, label in enumerate(labels):
+                yj, pj, _ = _present(y[:, j], p[:, j])
+                if len(np.unique(yj)) == 2:
+                    aurocs.append(float(skm.roc_auc_score(yj, pj)))
+                if yj.sum():
+                    fnrs[label] = float(((pj < thresholds[label][SUMMARY_THRESHOLD]) & (yj == 1)).sum() / yj.sum())
+            entry["fnr"] = fnrs
+            entry["fnr_macro"] = _mean(list(fnrs.values()))
+            if not aurocs:
+                entry["auroc_macro"] = None
+                entry["undefined"] = "no label has both classes in this group"
+                continue
+            entry["auroc_macro"] = float(np.mean(aurocs))
+            boot = PatientBootstrap(pat, y, n_boot) if n_boot else None
+            if boot is not None and boot.n:
+                resampled = resampled_aurocs(y, p, boot)
+                entry["auroc_macro_ci"] = _ci(resampled[:, boot.defined].mean(axis=1))
+            else:
+                entry["auroc_macro_ci"] = None
+    return out
 
 
 class SplitScores:
@@ -230,13 +250,13 @@ class SplitScores:
 
 
 def _auroc_macro(c: SplitScores):
+    """The mean over defined labels, and its CI over the resamples (in each of which every such label has both
+    classes, so that each resample averages the same labels)."""
     value = _mean([c.per_label[lab]["auroc"] for lab in c.defined])
     ci = None
     if c.boot is not None and c.defined:
         idx = [c.labels.index(lab) for lab in c.defined]
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # resamples where no label is defined
-            ci = _ci(np.nanmean(c.boot[:, idx], axis=1))
+        ci = _ci(c.boot[:, idx].mean(axis=1))
     return value, ci
 
 
@@ -301,24 +321,3 @@ SUMMARY_METRICS = (
     Metric("brier_macro", "Brier", lambda c: c.label_mean("brier") if c.any else None, in_table=False,
            lower_is_better=True),
 )
-
-
-def paired_bootstrap(y_true, prob_a, prob_b, patients, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Paired bootstrap (resampling patients) of the difference in macro AUROC, a minus b, on the same images.
-    Returns the observed difference, its 95 % CI and a two-sided p-value."""
-    y_true = np.asarray(y_true, float)
-    weights = patient_bootstrap_weights(patients, n_boot, seed)
-    a = bootstrap_auroc(y_true, np.asarray(prob_a, float), weights)
-    b = bootstrap_auroc(y_true, np.asarray(prob_b, float), weights)
-    cols = ~np.all(np.isnan(a), axis=0) & ~np.all(np.isnan(b), axis=0)
-    if not cols.any():
-        return {"diff": None, "ci": None, "p": None}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        diffs = np.nanmean(a[:, cols], axis=1) - np.nanmean(b[:, cols], axis=1)
-    diffs = diffs[~np.isnan(diffs)]
-    observed = _mean([auroc(y_true[:, j], prob_a[:, j]) for j in np.flatnonzero(cols)])
-    observed_b = _mean([auroc(y_true[:, j], prob_b[:, j]) for j in np.flatnonzero(cols)])
-    diff = None if observed is None or observed_b is None else observed - observed_b
-    p = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))) if len(diffs) else None
-    return {"diff": diff, "ci": _ci(diffs), "p": p}

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from reports.metrics import (auroc, choose_thresholds, compute_metrics, expected_calibration_error,
-                             paired_bootstrap, patient_bootstrap_weights, weighted_auc)
+from reports.metrics import auroc, choose_thresholds, compute_metrics, expected_calibration_error, score_split
 
 NAN = np.nan
 
@@ -18,24 +17,6 @@ def test_auroc_by_hand():
     # ignored labels are left out
     assert auroc([1, NAN, 0, 0], [0.8, 0.99, 0.6, 0.2]) == pytest.approx(1.0)
     assert auroc([1, 1, NAN], [0.2, 0.3, 0.1]) is None
-
-
-def test_weighted_auc_equals_sklearn_with_sample_weights():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 200)
-    p = np.round(rng.random(200), 2)  # ties included
-    w = rng.integers(0, 4, (5, 200)).astype(float)
-    ours = weighted_auc(y, p, w)
-    for b in range(5):
-        assert ours[b] == pytest.approx(skm.roc_auc_score(y, p, sample_weight=w[b]))
-
-
-def test_patient_bootstrap_resamples_patients_not_images():
-    patients = np.array(["a", "a", "a", "b", "c"])
-    w = patient_bootstrap_weights(patients, 50, seed=0)
-    assert w.shape == (50, 5)
-    assert (w[:, 0] == w[:, 1]).all() and (w[:, 1] == w[:, 2]).all()  # a patient's images move together
-    assert np.allclose(w[:, [0, 3, 4]].sum(axis=1), 3)  # three patients drawn each time
 
 
 def test_compute_metrics_by_hand():
@@ -118,13 +99,46 @@ def test_expected_calibration_error_by_hand():
     assert expected_calibration_error(y, p) == pytest.approx((0.05 + 0.85 + 2 * 0.05) / 4)
 
 
-def test_paired_bootstrap():
-    rng = np.random.default_rng(2)
-    y = rng.integers(0, 2, (200, 2)).astype(float)
-    good = np.clip(y * 0.6 + rng.random((200, 2)) * 0.4, 0, 1)
-    noise = rng.random((200, 2))
-    patients = np.arange(200)
-    same = paired_bootstrap(y, good, good, patients, n_boot=200)
-    assert same["diff"] == 0 and same["p"] == 1.0
-    better = paired_bootstrap(y, good, noise, patients, n_boot=200)
-    assert better["diff"] > 0.3 and better["p"] < 0.05 and better["ci"][0] > 0
+def test_studies_are_scored_with_their_views_reduced():
+    import pandas as pd
+
+    frame = pd.DataFrame({"path": ["s1/a", "s1/b", "s2/a", "s3/a", "s3/b"], "patient": ["p1", "p1", "p2", "p3", "p3"],
+                          "study": ["s1", "s1", "s2", "s3", "s3"], "sex": ["M", "M", "F", "F", "F"],
+                          "age": [50, 50, 70, 30, 30], "view": ["PA", "PA", "AP", "PA", "PA"]})
+    y = np.array([[1], [1], [0], [0], [0]], float)
+    p = np.array([[0.2], [0.9], [0.5], [0.3], [0.6]], float)
+    by_max = score_split(frame, y, p, ["A"], unit="study", reduce="max", n_boot=0)
+    # studies: s1 (positive) max 0.9; s2 0.5; s3 max 0.6 -> the positive outranks both negatives
+    assert by_max["summary"]["unit"] == "study" and by_max["summary"]["n_images"] == 3
+    assert by_max["per_label"]["A"]["auroc"] == 1.0
+    by_mean = score_split(frame, y, p, ["A"], unit="study", reduce="mean", n_boot=0)
+    # s1 mean 0.55, s2 0.5, s3 0.45 -> still 1.0; per image: positives 0.2, 0.9 vs 0.5, 0.3, 0.6 -> 3 of 6 pairs
+    assert by_mean["per_label"]["A"]["auroc"] == 1.0
+    by_image = score_split(frame, y, p, ["A"], unit="image", n_boot=0)
+    assert by_image["per_label"]["A"]["auroc"] == pytest.approx(0.5) and by_image["summary"]["n_images"] == 5
+
+
+def test_subgroups_by_sex_age_and_view_with_the_false_negative_rate():
+    import pandas as pd
+
+    rng = np.random.default_rng(7)
+    n = 120
+    frame = pd.DataFrame({"path": [f"i{k}" for k in range(n)], "patient": [f"p{k}" for k in range(n)],
+                          "study": [f"s{k}" for k in range(n)], "sex": ["M"] * 80 + ["F"] * 40,
+                          "age": [35] * 40 + [65] * 70 + [85] * 10, "view": ["PA", "AP"] * 60})
+    y = rng.integers(0, 2, (n, 2)).astype(float)
+    p = np.clip(y * 0.5 + rng.random((n, 2)) * 0.5, 0, 1)
+    t = {lab: {"0.5": 0.5, "youden": 0.5, "f1": 0.6} for lab in ("A", "B")}
+    m = score_split(frame, y, p, ["A", "B"], "image", "max", t, n_boot=100)
+    groups = m["subgroups"]
+    assert set(groups) == {"sex", "age", "view"}
+    women = (frame["sex"] == "F").to_numpy()
+    assert groups["sex"]["F"]["n"] == 40 and groups["sex"]["M"]["n"] == 80
+    expected_auc = np.mean([skm.roc_auc_score(y[women, j], p[women, j]) for j in range(2)])
+    assert groups["sex"]["F"]["auroc_macro"] == pytest.approx(expected_auc)
+    low, high = groups["sex"]["F"]["auroc_macro_ci"]
+    assert low <= expected_auc <= high
+    fnr = [((p[women, j] < 0.6) & (y[women, j] == 1)).sum() / (y[women, j] == 1).sum() for j in range(2)]
+    assert groups["sex"]["F"]["fnr_macro"] == pytest.approx(np.mean(fnr))
+    assert groups["age"]["80 and over"] == {"n": 10, "patients": 10, "undefined": "fewer than 30 images"}
+    assert groups["age"]["under 40"]["n"] == 40 and groups["view"]["AP"]["n"] == 60
