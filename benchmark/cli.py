@@ -73,11 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backbone", help="a name from `python -m benchmark models`")
     tr.add_argument("--out", required=True, help="the run directory (re-running resumes it)")
 
-    ev = sub.add_parser("evaluate", help="recompute predictions and metrics of a trained run")
+    ev = sub.add_parser("evaluate", help="recompute a trained run's predictions and metrics, or score it on "
+                                         "another data set (external validation)")
     ev.add_argument("--run", required=True, help="a run directory")
-    ev.add_argument("--split", choices=("val", "test"), default="test")
+    ev.add_argument("--split", choices=("val", "test", "all"),
+                    help="the run's own val or test split (default test); with --dataset: all its images "
+                         "(default) or its test set")
     ev.add_argument("--tta", action="store_true", help="TenCrop test-time augmentation")
-    ev.add_argument("--data-root", help="where the images are now, if they moved since training")
+    ev.add_argument("--data-root", help="where the images are now (they moved), or with --dataset the other data "
+                                        "set's folder")
+    ev.add_argument("--dataset", choices=DATASET_CHOICES,
+                    help="score the run on this other data set, on the labels both share; writes RUN/external/NAME/")
+    ev.add_argument("--csv", help="with --dataset: its label file (default: the data set's own under --data-root)")
+    ev.add_argument("--name", help="with --dataset: the name of RUN/external/NAME (default: the data set's name)")
 
     pr = sub.add_parser("predict", help="per-label probabilities and findings for image files")
     pr.add_argument("--run", required=True, help="a run directory")
@@ -125,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--steps", type=int, default=20)
     pt.add_argument("--data-root", help="a phantom or CheXpert-layout folder (default: a temporary phantom)")
     pt.add_argument("--json", action="store_true")
+    pr = psub.add_parser("report", help="time and peak memory of `report` on a fabricated NIH-like sweep")
+    pr.add_argument("--runs", type=int, default=5)
+    pr.add_argument("--images", type=int, default=25596, help="test images (NIH's official test list: 25,596)")
+    pr.add_argument("--labels", type=int, default=14)
+    pr.add_argument("--bootstrap", type=int, default=1000, help="resamples")
+    pr.add_argument("--keep", metavar="DIR", help="fabricate the sweep into DIR (a missing or empty folder) and keep it")
+    pr.add_argument("--json", action="store_true")
     return parser
 
 
@@ -165,10 +180,30 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from benchmark.evaluation import evaluate_run
+    from pathlib import Path
 
-    metrics = evaluate_run(args.run, split=args.split, tta=args.tta, data_root=args.data_root)
-    print(json.dumps(metrics["summary"], indent=1))
+    from benchmark.ownership import FolderLock
+
+    with FolderLock(Path(args.run), "command (train, evaluate or a sweep)"):
+        if args.dataset:
+            from benchmark.evaluation import evaluate_external
+
+            if not args.data_root:
+                raise UserError("evaluate --dataset needs --data-root (the other data set's folder)")
+            if args.split == "val" or args.tta:
+                raise UserError("evaluate --dataset scores --split all or test, without --tta")
+            record = evaluate_external(args.run, args.dataset, args.data_root, args.csv, args.split or "all",
+                                       args.name)
+            print(json.dumps({k: v for k, v in record["test"]["summary"].items()
+                              if not k.endswith("_micro") or not isinstance(v, dict)}, indent=1))
+            return 0
+        from benchmark.evaluation import evaluate_run
+
+        if args.split == "all" or args.csv or args.name:
+            raise UserError("--split all, --csv and --name go with --dataset (scoring on another data set)")
+        metrics = evaluate_run(args.run, split=args.split or "test", tta=args.tta, data_root=args.data_root)
+    print(json.dumps({k: v for k, v in metrics["summary"].items() if not isinstance(v, dict) or k == "bootstrap"},
+                     indent=1))
     return 0
 
 
@@ -212,10 +247,18 @@ def cmd_perf(args) -> int:
     from benchmark import perf
 
     if args.perf_command == "pipeline":
-        result = perf.perf_pipeline(args.dataset, args.data_root, args.csv, args.image_size, args.batch_size,
-                                    args.max_images, args.repeats)
+        from benchmark.perf.pipeline import perf_pipeline
+
+        result = perf_pipeline(args.dataset, args.data_root, args.csv, args.image_size, args.batch_size,
+                               args.max_images, args.repeats)
+    elif args.perf_command == "report":
+        from benchmark.perf.report import perf_report
+
+        result = perf_report(args.runs, args.images, args.labels, args.bootstrap, args.keep)
     else:
-        result = perf.perf_train(args.backbone, args.image_size, args.batch_size, args.steps, args.data_root)
+        from benchmark.perf.train import perf_train
+
+        result = perf_train(args.backbone, args.image_size, args.batch_size, args.steps, args.data_root)
     print(json.dumps(result) if args.json else perf.format_result(result))
     return 0
 

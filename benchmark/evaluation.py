@@ -4,6 +4,7 @@ metrics, timing, Grad-CAM, then status done), `evaluate` (predict a split again,
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -11,17 +12,29 @@ import numpy as np
 
 from benchmark.errors import UserError
 from benchmark.inference import load_model, predict_probs, predictions_frame
-from benchmark.rundir import (CONFIG, GRADCAM, METRICS, MODEL, THRESHOLDS, TIMING, predictions_file, read_config,
-                              read_json, write_csv, write_json, write_status)
+from benchmark.rundir import (CONFIG, EXTERNAL, EXTERNAL_PREDICTIONS, GRADCAM, METRICS, MODEL, THRESHOLDS, TIMING, predictions_file,
+                              read_config, read_json, write_csv, write_json, write_status)
+
+
+def scoring_unit(cfg) -> str:
+    """"image" or "study": score_by, or (auto) studies where the data set has them (CheXpert), images elsewhere."""
+    from benchmark.data.formats import get_format
+
+    if cfg.score_by != "auto":
+        return cfg.score_by
+    return "study" if get_format(cfg.dataset).has_studies else "image"
 
 
 def finish_run(cfg, run_dir: Path, model, data, state, flops: int, steps: int, log) -> dict:
-    """Predictions for val and test, thresholds from val, metrics, timing and Grad-CAM; then status done."""
-    from reports.metrics import choose_thresholds, compute_metrics
+    """Predictions for val and test, thresholds chosen on val, metrics (at the scoring unit, with subgroups),
+    timing, Grad-CAM and the external test sets; then status done."""
+    from reports.metrics import choose_thresholds, score_split
+    from reports.scoring import score_units
 
     images = data.cache.images
     labels = list(data.labels)
-    probs = {}
+    unit = scoring_unit(cfg)
+    probs, frames = {}, {}
     for name in ("val", "test"):
         split = data.splits[name]
         probs[name] = predict_probs(model, images, split.rows, cfg.batch_size)
@@ -29,15 +42,18 @@ def finish_run(cfg, run_dir: Path, model, data, state, flops: int, steps: int, l
             t0 = time.perf_counter()  # second pass: without tracing
             predict_probs(model, images, split.rows, cfg.batch_size)
             infer_ms = 1000 * (time.perf_counter() - t0) / max(1, len(split.rows))
-        write_csv(run_dir / predictions_file(name), predictions_frame(split, labels, probs[name]))
+        frames[name] = predictions_frame(split, labels, probs[name])
+        write_csv(run_dir / predictions_file(name), frames[name])
     test = data.splits["test"]
-    thresholds = choose_thresholds(data.splits["val"].truth, probs["val"], labels)
-    write_json(run_dir / THRESHOLDS, {"chosen_on": "val", "selected": "f1", "labels": labels,
+    val_scored = score_units(frames["val"], data.splits["val"].truth, probs["val"], unit, cfg.study_reduce)
+    thresholds = choose_thresholds(val_scored.truth, val_scored.probs, labels)
+    write_json(run_dir / THRESHOLDS, {"chosen_on": "val", "selected": "f1", "labels": labels, "unit": unit,
                                       "thresholds": thresholds})
-    metrics = {name: compute_metrics(data.splits[name].truth, probs[name], labels, data.splits[name].frame["patient"],
-                                     thresholds, n_boot=cfg.bootstrap, seed=cfg.seed, curves=(name == "test"))
+    metrics = {name: score_split(frames[name], data.splits[name].truth, probs[name], labels, unit,
+                                 cfg.study_reduce, thresholds, cfg.bootstrap, curves=(name == "test"))
                for name in ("val", "test")}
     metrics["synthetic"] = data.dataset.synthetic
+    metrics["protocol"] = data.protocol
     write_json(run_dir / METRICS, metrics)
     epoch_seconds = state.epoch_seconds
     timed = epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds
@@ -61,11 +77,86 @@ def finish_run(cfg, run_dir: Path, model, data, state, flops: int, steps: int, l
                             cfg.gradcam_images)
         except Exception as exc:  # a picture must not fail a finished training run
             log(f"warning: Grad-CAM gallery not written: {type(exc).__name__}: {exc}")
+    write_status(run_dir, "running", pid=os.getpid(), stage="external test sets")
+    for spec in cfg.external:  # the data were checked when the run started
+        evaluate_external(run_dir, spec["dataset"], spec["data_root"], spec.get("csv"), spec.get("split", "all"),
+                          spec.get("name"), model=model, log=log)
     summary = metrics["test"]["summary"]
     write_status(run_dir, "done", val_auroc=metrics["val"]["summary"]["auroc_macro"],
                  test_auroc=summary["auroc_macro"], synthetic=data.dataset.synthetic)
     log(f"{cfg.backbone}: test mean AUROC {summary['auroc_macro']}, val {metrics['val']['summary']['auroc_macro']}")
     return summary
+
+
+def evaluate_external(run, dataset: str, data_root, csv=None, split: str = "all", name: str | None = None,
+                      model=None, log=print) -> dict:
+    """Score a trained run on another data set, on the labels both share (names mapped through
+    benchmark.data.labels.CANONICAL), with the run's own thresholds and preprocessing; writes
+    RUN/external/<name>/predictions.csv and metrics.json (the columns and keys of the run's own test files).
+    `split`: every image of the data set ("all"), or its test set under its default protocol ("test")."""
+    from types import SimpleNamespace
+
+    from benchmark.cache import build_cache
+    from benchmark.data.formats import default_csv
+    from benchmark.data.labels import shared_labels
+    from benchmark.data.load import assign_splits, load_table
+    from benchmark.data.policies import evaluation_targets
+    from reports.metrics import score_split
+
+    run, cfg, thresholds = _load_run(run)
+    if not thresholds:
+        raise UserError(f"{run} has no {THRESHOLDS}; it did not finish")
+    name = name or dataset
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise UserError(f"external set name {name!r}: use letters, digits, - and _")
+    root = Path(data_root)
+    ext_csv = Path(csv) if csv else default_csv(dataset, root)
+    ds = load_table(dataset, ext_csv, root, views=cfg.views)
+    if split == "test":
+        ds = assign_splits(ds, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+        frame = ds.frame[ds.frame["split"] == "test"].reset_index(drop=True)
+    else:
+        frame = ds.frame
+    trained = list(thresholds["labels"])
+    shared = shared_labels(trained, ds.labels)
+    if not shared:
+        raise UserError(f"{run} was trained on {', '.join(trained)}; {ext_csv} has none of them "
+                        f"({', '.join(ds.labels)})")
+    labels = list(shared)
+    truth = evaluation_targets(frame[[shared[lab] for lab in labels]].to_numpy(np.float32), cfg.blank)
+    cache = build_cache(frame["file"].tolist(), cfg.image_size, cfg.resize, cfg.equalize, cfg.cache_dir,
+                        cfg.skip_bad_images, log=log, max_pixels=cfg.max_image_pixels)
+    if cache.bad:
+        keep = ~frame["file"].isin({cache.files[i] for i, _ in cache.bad}).to_numpy()
+        frame, truth = frame[keep].reset_index(drop=True), truth[keep]
+    if model is None:
+        model = load_model(run, len(trained))
+    probs_all = predict_probs(model, cache.images, cache.rows(frame["file"].tolist()), cfg.batch_size)
+    probs = probs_all[:, [trained.index(lab) for lab in labels]]
+    table = predictions_frame(SimpleNamespace(frame=frame, truth=truth), labels, probs)
+    ext_cfg = cfg.replace(dataset=dataset, score_by="auto")
+    chosen = {lab: thresholds["thresholds"][lab] for lab in labels}
+    metrics = score_split(table, truth, probs, labels, scoring_unit(ext_cfg), cfg.study_reduce, chosen,
+                          cfg.bootstrap)
+    out = run / EXTERNAL / name
+    write_csv(out / EXTERNAL_PREDICTIONS, table)
+    record = {"test": metrics, "synthetic": ds.synthetic, "protocol": ds.protocol,
+              "source": {"dataset": dataset, "label_file": Path(ext_csv).name, "split": split,
+                         "images": int(len(frame)), "labels": {lab: shared[lab] for lab in labels}}}
+    write_json(out / METRICS, record)
+    log(f"{run.name} on {name}: mean AUROC {metrics['summary']['auroc_macro']} over {', '.join(labels)}")
+    return record
+
+
+def check_external(cfg) -> None:
+    """Fail before training, not after it, when an external test set of the profile cannot be read."""
+    from benchmark.data.formats import default_csv
+    from benchmark.data.load import load_table
+
+    for spec in cfg.external:
+        root = Path(spec["data_root"])
+        load_table(spec["dataset"], Path(spec["csv"]) if spec.get("csv") else default_csv(spec["dataset"], root),
+                   root, need_files=False)
 
 
 def _load_run(run: str | Path):
@@ -79,7 +170,7 @@ def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | N
     """Predict a split again with the saved best model (TenCrop with `tta`) and rewrite its predictions and
     the split's entry of metrics.json."""
     from benchmark.prepare import prepare
-    from reports.metrics import compute_metrics
+    from reports.metrics import score_split
 
     run, cfg, thresholds = _load_run(run)
     if data_root:
@@ -92,9 +183,10 @@ def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | N
     part = data.splits[split]
     probs = predict_probs(model, data.cache.images, part.rows, cfg.batch_size, tta=tta)
     name = f"{split}_tta" if tta else split
-    write_csv(run / predictions_file(name), predictions_frame(part, labels, probs))
-    metrics = compute_metrics(part.truth, probs, labels, part.frame["patient"], (thresholds or {}).get("thresholds"),
-                              n_boot=cfg.bootstrap, seed=cfg.seed)
+    frame = predictions_frame(part, labels, probs)
+    write_csv(run / predictions_file(name), frame)
+    metrics = score_split(frame, part.truth, probs, labels, scoring_unit(cfg), cfg.study_reduce,
+                          (thresholds or {}).get("thresholds"), cfg.bootstrap)
     all_metrics = read_json(run / METRICS, {}) or {}
     all_metrics[name] = metrics
     write_json(run / METRICS, all_metrics)

@@ -32,9 +32,20 @@ def predict_probs(model, images, rows, batch_size: int, tta: bool = False) -> np
     return np.concatenate(out)[:n].astype(np.float64)
 
 
+PREDICTION_META = ("path", "patient", "study", "sex", "age", "view")
+
+
 def predictions_frame(split, labels, probs: np.ndarray) -> pd.DataFrame:
-    """image path, patient, then y_true_<label> (1, 0 or empty) and y_prob_<label> for each label."""
-    cols = {"path": split.frame["path"].to_numpy(), "patient": split.frame["patient"].to_numpy()}
+    """image path, patient, study, sex, age and view (AP / PA where known), then y_true_<label> (1, 0 or empty)
+    and y_prob_<label> for each label: everything the metrics, the scoring unit and the subgroups are computed
+    from."""
+    frame = split.frame
+    view = frame["projection"].astype(str) if "projection" in frame else pd.Series("", index=frame.index)
+    cols = {"path": frame["path"].to_numpy(), "patient": frame["patient"].to_numpy(),
+            "study": (frame["study"] if "study" in frame else frame["path"]).to_numpy(),
+            "sex": (frame["sex"] if "sex" in frame else pd.Series(None, index=frame.index)).to_numpy(),
+            "age": (frame["age"] if "age" in frame else pd.Series(np.nan, index=frame.index)).to_numpy(),
+            "view": view.where(view.isin(["AP", "PA"])).to_numpy()}
     for j, label in enumerate(labels):
         cols[f"y_true_{label}"] = pd.array(np.where(np.isnan(split.truth[:, j]), np.nan, split.truth[:, j]),
                                            dtype="Float64").astype("Int64")

@@ -51,6 +51,10 @@ class Prepared:
     key: str = ""  # the image cache's key
     image_size: int = 0
 
+    @property
+    def protocol(self) -> dict | None:
+        return self.dataset.protocol
+
     def fingerprint(self) -> dict:
         """The data part of a run's fingerprint (see benchmark.fingerprint)."""
         return data_part(self.dataset.sources, {self.image_size: self.key}, split_hash(self.dataset.frame))

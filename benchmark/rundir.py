@@ -35,6 +35,8 @@ GALLERY = "gradcam/gallery.json"
 CHECKPOINT = "checkpoint"  # the resume state; removed when the run is done (unless keep_checkpoint)
 STATE = "checkpoint/state.json"  # the commit point of an epoch: names the epoch's model and the best weights
 TENSORBOARD = "tensorboard"
+EXTERNAL = "external"  # external/<name>/predictions.csv and metrics.json: the run scored on another data set
+EXTERNAL_PREDICTIONS = "predictions.csv"
 
 # --- a sweep folder
 SWEEP_CONFIG = "sweep.yaml"

@@ -194,6 +194,9 @@ def _train_locked(cfg: Config, run_dir: Path, log) -> dict:
                 raise UserError(_refusal(run_dir, diff))
         log(f"{run_dir} is finished; nothing to do (retrain it, or delete it, to train again)")
         return read_json(run_dir / METRICS, {}).get("test", {}).get("summary", {})
+    from benchmark.evaluation import check_external
+
+    check_external(cfg)
     # TensorFlow, the model and the input pipeline are set up while a new cache's images are decoded, and
     # training starts while they are made durable; leaving the block early stops the decoding
     with prepare(cfg, log=log, wait=False, decoded=False) as data:
