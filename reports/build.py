@@ -20,11 +20,14 @@ import yaml
 from benchmark.errors import UserError
 from benchmark.rundir import GRADCAM, atomic_write_text, write_json
 from reports import figures as figs
-from reports.metrics import SUMMARY_METRICS, paired_bootstrap
+from reports.compare import comparison_matrix, compare_runs
+from reports.metrics import SUMMARY_METRICS
 from reports.references import references_for
-from reports.runs import find_runs, load_run, truth_probs
+from reports.runs import find_runs, load_run
+from reports.stats import t_interval
 
-RUN_COLUMNS = ["run", "backbone", "status", "policy", "finetune", "image_size", "seed", "loss", "weights"]
+RUN_COLUMNS = ["run", "backbone", "status", "policy", "finetune", "image_size", "seed", "loss", "weights", "protocol",
+               "unit"]
 TIMING_COLUMNS = ["params", "flops", "train_images_per_s", "inference_ms_per_image", "train_seconds", "epochs",
                   "best_epoch"]
 
@@ -37,7 +40,8 @@ def summary_columns() -> list[str]:
         metric_cols.append(f"test_{m.key}")
         if m.ci:
             metric_cols += [f"test_{m.key}_ci_low", f"test_{m.key}_ci_high"]
-    return RUN_COLUMNS + metric_cols + ["val_auroc_macro"] + TIMING_COLUMNS + ["vs_best_diff", "vs_best_p", "error"]
+    return (RUN_COLUMNS + metric_cols + ["val_auroc_macro", "vs_reference_diff", "vs_reference_p_holm"]
+            + TIMING_COLUMNS + ["error"])
 
 
 def summary_row(run: dict) -> dict:
@@ -45,12 +49,15 @@ def summary_row(run: dict) -> dict:
     row = {"run": run["name"], "backbone": cfg.get("backbone"), "status": run["status"],
            "policy": json.dumps(cfg.get("policy")) if isinstance(cfg.get("policy"), dict) else cfg.get("policy"),
            "finetune": cfg.get("finetune"), "image_size": cfg.get("image_size"), "seed": cfg.get("seed"),
-           "loss": cfg.get("loss"), "weights": cfg.get("weights"), "error": run.get("error")}
+           "loss": cfg.get("loss"), "weights": json.dumps(cfg.get("weights")) if isinstance(cfg.get("weights"), dict)
+           else cfg.get("weights"), "error": run.get("error"),
+           "protocol": (run.get("protocol") or {}).get("name")}
     for key in TIMING_COLUMNS:
         row[key] = timing.get(key)
     m = run.get("test_metrics")
     if m:
         s = m["summary"]
+        row["unit"] = s.get("unit", "image")
         for metric in SUMMARY_METRICS:
             row[f"test_{metric.key}"] = s.get(metric.key)
             if metric.ci:
@@ -60,36 +67,30 @@ def summary_row(run: dict) -> dict:
             row[f"test_auroc_{label}"] = m["per_label"][label].get("auroc")
     if run.get("val_metrics"):
         row["val_auroc_macro"] = run["val_metrics"]["summary"].get("auroc_macro")
-    vs = run.get("vs_best")
-    row["vs_best_diff"] = vs.get("diff") if vs else None
-    row["vs_best_p"] = vs.get("p") if vs else None
+    vs = run.get("vs_reference")
+    row["vs_reference_diff"] = vs.get("diff") if vs else None
+    row["vs_reference_p_holm"] = vs.get("p_holm") if vs else None
     return row
 
 
-def compare_to_best(runs: list[dict], n_boot: int) -> None:
-    """Paired bootstrap of each run against the best (by test mean AUROC) on the images both predicted."""
-    done = [r for r in runs if r.get("test_metrics") and r["test_metrics"]["summary"].get("auroc_macro") is not None]
+def choose_reference(runs: list[dict], matrix: dict) -> str | None:
+    """The reference run: the best on validation mean AUROC (never chosen on test); each other run gets its
+    macro comparison against it (run minus reference)."""
+    done = [r for r in runs if r.get("val_metrics") and r["val_metrics"]["summary"].get("auroc_macro") is not None
+            and r.get("test_metrics")]
     if len(done) < 2:
-        return
-    best = max(done, key=lambda r: r["test_metrics"]["summary"]["auroc_macro"])
+        return None
+    ref = max(done, key=lambda r: r["val_metrics"]["summary"]["auroc_macro"])
     for r in done:
-        r["is_best"] = r is best
-        if r is best or r["labels"] != best["labels"]:
-            continue
-        a = r["test_frame"].set_index("path")
-        b = best["test_frame"].set_index("path")
-        common = a.index.intersection(b.index)
-        if len(common) < 10:
-            continue
-        a, b = a.loc[common], b.loc[common]
-        y, pa = truth_probs(a.reset_index(), r["labels"])
-        _, pb = truth_probs(b.reset_index(), r["labels"])
-        r["vs_best"] = paired_bootstrap(y, pa, pb, a["patient"].astype(str).to_numpy(), n_boot=n_boot)
-        r["vs_best"]["best"] = best["name"]
+        r["is_reference"] = r is ref
+        if r is not ref:
+            r["vs_reference"] = matrix.get(r["name"], {}).get(ref["name"])
+    return ref["name"]
 
 
 def seed_groups(rows: list[dict]) -> list[dict]:
-    """Runs that differ only in seed: mean and sd of test mean AUROC."""
+    """Runs that differ only in seed: the mean test mean AUROC with its 95 % t interval across seeds, beside the
+    runs' mean bootstrap interval (resampling patients), so that a reader sees which spread is larger."""
     frame = pd.DataFrame([r for r in rows if r.get("test_auroc_macro") is not None])
     if frame.empty or frame["seed"].nunique() < 2:
         return []
@@ -97,9 +98,55 @@ def seed_groups(rows: list[dict]) -> list[dict]:
     out = []
     for key, g in frame.groupby(keys, dropna=False):
         if len(g) > 1:
-            out.append({**dict(zip(keys, key)), "runs": len(g), "mean": float(g["test_auroc_macro"].mean()),
-                        "sd": float(g["test_auroc_macro"].std(ddof=1))})
+            values = g["test_auroc_macro"].astype(float)
+            low, high = g["test_auroc_macro_ci_low"].astype(float), g["test_auroc_macro_ci_high"].astype(float)
+            out.append({**dict(zip(keys, key)), "runs": len(g), "mean": float(values.mean()),
+                        "sd": float(values.std(ddof=1)), "seed_ci": t_interval(values.tolist()),
+                        "bootstrap_ci": [float(low.mean()), float(high.mean())] if low.notna().all() else None})
     return out
+
+
+def subgroup_gaps(runs: list[dict]) -> list[dict]:
+    """Per run and attribute, the largest gap between its groups (with numbers) in false-negative rate (the
+    underdiagnosis measure) and in macro AUROC, on the test split."""
+    out = []
+    for r in runs:
+        groups = ((r.get("test_metrics") or {}).get("subgroups")) or {}
+        for attribute, members in groups.items():
+            scored = {g: m for g, m in members.items() if m.get("auroc_macro") is not None}
+            fnr = {g: m["fnr_macro"] for g, m in scored.items() if m.get("fnr_macro") is not None}
+            row = {"run": r["name"], "attribute": attribute, "groups": len(members), "scored": len(scored)}
+            if len(fnr) >= 2:
+                hi, lo = max(fnr, key=fnr.get), min(fnr, key=fnr.get)
+                row.update(fnr_gap=fnr[hi] - fnr[lo], fnr_high=hi, fnr_low=lo)
+            if len(scored) >= 2:
+                auc = {g: m["auroc_macro"] for g, m in scored.items()}
+                hi, lo = max(auc, key=auc.get), min(auc, key=auc.get)
+                row.update(auroc_gap=auc[hi] - auc[lo], auroc_high=hi, auroc_low=lo)
+            out.append(row)
+    return out
+
+
+def external_tables(runs: list[dict]) -> list[dict]:
+    """For each external test set: per run and shared label, the internal and the external test AUROC."""
+    names = sorted({name for r in runs for name in r.get("external", {})})
+    tables = []
+    for name in names:
+        rows, labels = [], []
+        for r in runs:
+            ext = r.get("external", {}).get(name)
+            if not ext or not r.get("test_metrics"):
+                continue
+            shared = ext["test"]["summary"]["labels"]
+            labels += [lab for lab in shared if lab not in labels]
+            rows.append({"run": r["name"], "external": ext, "cells": {
+                lab: (r["test_metrics"]["per_label"].get(lab, {}).get("auroc"),
+                      ext["test"]["per_label"][lab].get("auroc")) for lab in shared},
+                "macro": (r["test_metrics"]["summary"].get("auroc_macro"), ext["test"]["summary"].get("auroc_macro"))})
+        first = next((row["external"] for row in rows), {})
+        tables.append({"name": name, "labels": labels, "rows": rows, "source": first.get("source", {}),
+                       "protocol": first.get("protocol")})
+    return tables
 
 
 def _b64(png: bytes) -> str:
@@ -198,11 +245,13 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
         raise UserError(f"{path} is not a folder; pass a sweep directory or a run directory")
     run_dirs = find_runs(path, plan)
     out = report_folder(path, public)
-    n_boot = 1000 if bootstrap is None else bootstrap
-    runs = [load_run(d, n_boot) for d in run_dirs]
+    runs = [load_run(d, bootstrap or 1000) for d in run_dirs]
     if public:
         make_public(runs)
-    compare_to_best(runs, n_boot)
+    n_boot = bootstrap if bootstrap is not None else recorded_bootstrap(runs)
+    comparisons = compare_runs(runs, n_boot)
+    matrix = comparison_matrix(runs, comparisons)
+    reference = choose_reference(runs, matrix)
     rows = [summary_row(r) for r in runs]
     columns = summary_columns()
     label_cols = []
@@ -210,7 +259,12 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
         label_cols += [f"test_auroc_{lab}" for lab in r.get("labels", []) if f"test_auroc_{lab}" not in label_cols]
     summary = pd.DataFrame(rows).reindex(columns=columns + label_cols)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    write_json(out / "summary.json", {"runs": summary.replace({np.nan: None}).to_dict(orient="records")})
+    write_json(out / "summary.json", {
+        "runs": summary.replace({np.nan: None}).to_dict(orient="records"), "reference": reference,
+        "reference_chosen_on": "validation mean AUROC",
+        "comparisons": [{k: c[k] for k in ("a", "b", "label", "diff", "ci", "p", "p_holm", "test")}
+                        for c in comparisons],
+        "protocols": {r["name"]: r.get("protocol") for r in runs if r.get("protocol")}})
 
     done = [r for r in runs if r.get("test_metrics")]
     synthetic = any(r["synthetic"] for r in runs)
@@ -223,16 +277,57 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
     first_cfg = next((r["config"] for r in runs if r["config"]), {})
     name = first_cfg.get("name") if first_cfg.get("name") not in (None, "run") else path.resolve().name
     table_metrics = [m for m in SUMMARY_METRICS if m.in_table]
+    refs, refs_left = _references(dataset, done)
+    compared = [r for r in done if r["name"] in matrix and matrix[r["name"]]]
     context = {"title": f"cxr-bench report: {name}", "synthetic": synthetic, "runs": runs, "rows": rows,
                "labels": labels, "figures": build_figures("index", runs, labels, synthetic),
-               "refs": references_for(dataset), "gallery": _gallery(done), "seed_groups": seed_groups(rows),
+               "refs": refs, "refs_left": refs_left, "gallery": _gallery(done), "seed_groups": seed_groups(rows),
                "dataset": dataset, "n_boot": n_boot, "metrics": table_metrics, "public": public,
+               "reference": reference, "matrix": matrix, "compared": compared,
+               "delong": [c for c in comparisons if c["test"] == "delong"],
+               "protocols": _protocols(done), "gaps": subgroup_gaps(done), "external": external_tables(done),
                "environment": next((r["environment"] for r in runs if r["environment"]), {}), "config": first_cfg}
     atomic_write_text(out / "index.html", env.get_template("index.html").render(**context))
     for r in runs:
         atomic_write_text(out / f"{r['name']}.html",
                           env.get_template("run.html").render(**_run_context(r, synthetic), public=public))
     return out / "index.html"
+
+
+def recorded_bootstrap(runs: list[dict]) -> int:
+    """The resamples the runs' own confidence intervals used (so that comparisons use the same ones)."""
+    counts = [((r.get("test_metrics") or {}).get("summary", {}).get("bootstrap") or {}) for r in runs]
+    counts = [c.get("requested", c.get("resamples")) if isinstance(c, dict) else c for c in counts]
+    counts = [c for c in counts if isinstance(c, int) and c > 0]
+    return max(counts) if counts else 1000
+
+
+def _protocols(done: list[dict]) -> list[dict]:
+    """The distinct protocols (test set, validation set, scoring unit) of the finished runs, with their runs."""
+    groups: dict = {}
+    for r in done:
+        p = r.get("protocol") or {}
+        s = r["test_metrics"]["summary"]
+        unit = s.get("unit", "image") + (f" ({s.get('reduce')} over views)" if s.get("unit") == "study" else "")
+        key = (p.get("name"), p.get("test"), p.get("val"), unit)
+        groups.setdefault(key, {"name": p.get("name") or "not recorded", "test": p.get("test"), "val": p.get("val"),
+                                "unit": unit, "sizes": p.get("sizes", {}), "runs": []})["runs"].append(r["name"])
+    return list(groups.values())
+
+
+def _references(dataset: str, done: list[dict]):
+    """The published references comparable with these runs (all of one protocol and unit), and those left out
+    with the reason."""
+    from benchmark.data.formats import FORMATS
+
+    fmt = FORMATS.get(dataset)
+    keys = fmt.references if fmt else ()
+    kinds = {((r.get("protocol") or {}).get("name"), r["test_metrics"]["summary"].get("unit", "image")) for r in done}
+    if len(kinds) != 1:
+        _, left = references_for(dataset, keys, None, None)
+        return [], [(ref, "these runs used more than one protocol or scoring unit") for ref, _ in left]
+    protocol, unit = kinds.pop()
+    return references_for(dataset, keys, protocol, unit)
 
 
 def _gallery(done: list[dict]) -> list[dict]:

@@ -19,21 +19,20 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
 
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
                      "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
 SYNTHETIC_NOTE = "SYNTHETIC phantom data"
 PANEL_IN = 2.9  # inches per small-multiple panel
 COLS = 4
-DPI = 110
+DPI = 100
 
 
 def _png(fig, synthetic: bool = False) -> bytes:
     if synthetic:
         fig.text(0.995, 0.002, SYNTHETIC_NOTE, ha="right", va="bottom", fontsize=8, color="#b00020")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 3})
     plt.close(fig)
     return buf.getvalue()
 
@@ -77,43 +76,37 @@ def _colors(runs) -> dict:
     return {r["name"]: f"C{i % 10}" for i, r in enumerate(runs)}
 
 
-def _present(y, p):
-    mask = ~np.isnan(y)
-    return y[mask].astype(int), p[mask]
-
-
-def _label_panels(runs, labels, micro: bool):
-    """(title, [(run name, y, p)]) per panel: one per label, and the micro average."""
+def _panels(runs, labels, key: str, micro: bool):
+    """(title, [(run name, curve, score)]) per panel, from each run's test metrics (metrics.json holds every
+    curve, thinned): one panel per label, and the micro average."""
     panels = []
-    for j, label in enumerate(labels + (["micro average"] if micro else [])):
+    for label in list(labels) + (["micro average"] if micro else []):
         lines = []
         for r in runs:
-            y_true, y_prob = r["test_y"], r["test_p"]
-            y, p = (_present(y_true[:, j], y_prob[:, j]) if j < len(labels)
-                    else _present(y_true.ravel(), y_prob.ravel()))
-            if len(np.unique(y)) == 2:
-                lines.append((r["name"], y, p))
+            m = r["test_metrics"]
+            if label == "micro average":
+                curve = m["summary"].get(f"{key}_micro")
+                score = m["summary"].get("auroc_micro" if key == "roc" else "auprc_micro")
+            else:
+                entry = m["per_label"].get(label, {})
+                curve, score = entry.get(key), entry.get("auroc" if key == "roc" else "auprc")
+            if curve:
+                lines.append((r["name"], curve, score))
         panels.append((label, lines))
     return panels
 
 
 def _curves(runs, labels, synthetic, kind: str) -> bytes:
-    panels = _label_panels(runs, labels, micro=True)
+    panels = _panels(runs, labels, kind, micro=True)
     legend_rows = math.ceil(len(runs) / 5) if len(runs) > 1 else 0
     fig, axes = _grid(len(panels), legend_rows=legend_rows)
     colors = _colors(runs)
     for ax, (title, lines) in zip(axes, panels):
-        for i, (name, y, p) in enumerate(lines):
-            if kind == "roc":
-                x, t, _ = skm.roc_curve(y, p)
-                score = skm.roc_auc_score(y, p)
-            else:
-                prec, rec, _ = skm.precision_recall_curve(y, p)
-                x, t = rec, prec
-                score = skm.average_precision_score(y, p)
-            ax.plot(x, t, lw=1.2, color=colors[name], label=name)
-            ax.text(0.98 if kind == "roc" else 0.02, 0.03 + 0.07 * i, f"{score:.2f}", transform=ax.transAxes,
-                    ha="right" if kind == "roc" else "left", fontsize=7, color=colors[name])
+        for i, (name, curve, score) in enumerate(lines):
+            ax.plot(curve["x"], curve["y"], lw=1.2, color=colors[name], label=name)
+            if score is not None and len(lines) <= 8:
+                ax.text(0.98 if kind == "roc" else 0.02, 0.03 + 0.07 * i, f"{score:.2f}", transform=ax.transAxes,
+                        ha="right" if kind == "roc" else "left", fontsize=7, color=colors[name])
         if kind == "roc":
             ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
         ax.set_title(title if lines else f"{title} (undefined)")
@@ -139,17 +132,18 @@ def pr_curves(runs, labels, synthetic=False) -> bytes:
     return _curves(runs, labels, synthetic, "pr")
 
 
-def reliability(runs, labels, synthetic=False, bins: int = 10) -> bytes:
+def reliability(runs, labels, synthetic=False) -> bytes:
     """Reliability diagrams: observed rate against mean predicted probability per bin, per label."""
-    from sklearn.calibration import calibration_curve
-
-    panels = _label_panels(runs, labels, micro=False)
+    panels = []
+    for label in labels:
+        lines = [(r["name"], r["test_metrics"]["per_label"].get(label, {}).get("reliability")) for r in runs]
+        panels.append((label, [(n, c) for n, c in lines if c and c.get("observed")]))
     fig, axes = _grid(len(panels), legend_rows=math.ceil(len(runs) / 5) if len(runs) > 1 else 0)
     colors = _colors(runs)
     for ax, (title, lines) in zip(axes, panels):
-        for name, y, p in lines:
-            frac, mean_p = calibration_curve(y, p, n_bins=bins)
-            ax.plot(mean_p, frac, marker="o", ms=3, lw=1, label=name, color=colors[name])
+        for name, curve in lines:
+            ax.plot(curve["mean_predicted"], curve["observed"], marker="o", ms=3, lw=1, label=name,
+                    color=colors[name])
         ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
         ax.set_title(title if lines else f"{title} (undefined)")
         ax.set_xlim(0, 1)
@@ -160,27 +154,37 @@ def reliability(runs, labels, synthetic=False, bins: int = 10) -> bytes:
     return _png(fig, synthetic)
 
 
-def confusion_grid(runs, labels, synthetic=False, kind: str = "f1") -> bytes | None:
-    """One 2x2 confusion matrix per label at the chosen threshold kind (a run's page: one run)."""
+def test_curves(runs, labels, synthetic=False) -> bytes | None:
+    """One run's page: ROC, precision-recall and reliability side by side, every label in each panel (one
+    figure with a fixed layout: a report of many runs draws one of these per run, so it must be cheap)."""
     if len(runs) != 1:
         return None
-    per_label = runs[0]["test_metrics"]["per_label"]
-    cols = 5
-    fig, axes = _grid(len(labels), cols=cols, panel=2.3, share=False)
-    for ax, label in zip(axes, labels):
-        m = per_label[label].get("by_threshold", {}).get(kind)
-        ax.grid(False)
-        if not m:
-            ax.set_title(f"{label}\n(no labelled images)")
-            ax.axis("off")
-            continue
-        cm = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
-        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(1, cm.max()))
-        for (i, k), v in np.ndenumerate(cm):
-            ax.text(k, i, f"{v:d}", ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-        ax.set_xticks([0, 1], ["pred 0", "pred 1"])
-        ax.set_yticks([0, 1], ["true 0", "true 1"])
-        ax.set_title(f"{label}\nthreshold {m['threshold']:.2f}", fontsize=9)
+    m = runs[0]["test_metrics"]
+    fig, axes = plt.subplots(1, 3, figsize=(12.4, 4.3))
+    fig.subplots_adjust(left=0.05, right=0.84, bottom=0.14, top=0.9, wspace=0.28)
+    for j, label in enumerate(labels):
+        entry = m["per_label"].get(label, {})
+        color = f"C{j % 10}"
+        if entry.get("roc"):
+            axes[0].plot(entry["roc"]["x"], entry["roc"]["y"], lw=1.2, color=color,
+                         label=f"{label} ({entry['auroc']:.2f} / {entry['auprc']:.2f})")
+        if entry.get("pr"):
+            axes[1].plot(entry["pr"]["x"], entry["pr"]["y"], lw=1.2, color=color)
+        if entry.get("reliability"):
+            axes[2].plot(entry["reliability"]["mean_predicted"], entry["reliability"]["observed"], marker="o", ms=3,
+                         lw=1, color=color)
+    if m["summary"].get("roc_micro"):
+        axes[0].plot(m["summary"]["roc_micro"]["x"], m["summary"]["roc_micro"]["y"], lw=2, ls="--", color="black",
+                     label="micro average")
+        axes[1].plot(m["summary"]["pr_micro"]["x"], m["summary"]["pr_micro"]["y"], lw=2, ls="--", color="black")
+    for ax in (axes[0], axes[2]):
+        ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=0.8)
+    for ax, (title, xlabel, ylabel) in zip(axes, (("ROC", "1 - specificity", "sensitivity"),
+                                                  ("precision-recall", "recall", "precision"),
+                                                  ("calibration", "mean predicted probability", "observed rate"))):
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.01))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", frameon=False, fontsize=8,
+               title="label (AUROC / AUPRC)", title_fontsize=8)
     return _png(fig, synthetic)
 
 
@@ -189,8 +193,9 @@ def training_curves(runs, labels=None, synthetic=False) -> bytes | None:
     hists = [(r["name"], r["history"]) for r in runs if r.get("history") is not None and not r["history"].empty]
     if not hists:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(12.4, 3.5 + (0.35 * math.ceil(len(hists) / 5) if len(hists) > 1 else 0)),
-                             layout="constrained")
+    legend_in = 0.3 * math.ceil(len(hists) / 5) if len(hists) > 1 else 0.0
+    fig, axes = plt.subplots(1, 3, figsize=(12.4, 3.4 + legend_in))
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, wspace=0.25, bottom=(0.5 + legend_in) / (3.4 + legend_in))
     colors = _colors(runs)
     for name, hist in hists:
         epoch = hist["epoch"] + 1
@@ -205,7 +210,8 @@ def training_curves(runs, labels=None, synthetic=False) -> bytes | None:
     axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
     for ax in axes:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    _legend(fig, axes, len(hists))
+    if len(hists) > 1:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(len(hists), 5), frameon=False)
     return _png(fig, synthetic)
 
 
@@ -270,11 +276,13 @@ class Figure:
 FIGURES = (
     Figure("heatmap", "AUROC by label", auroc_heatmap, pages=("index",)),
     Figure("curves", "Training", training_curves, needs_metrics=False),
-    Figure("roc", "ROC curves (test)", roc_curves, note="AUROC of each run in the panel, in its colour."),
-    Figure("pr", "Precision-recall curves (test)", pr_curves, note="Average precision of each run in the panel."),
-    Figure("reliability", "Calibration (test)", reliability,
+    Figure("roc", "ROC curves (test)", roc_curves, pages=("index",),
+           note="AUROC of each run in the panel, in its colour."),
+    Figure("pr", "Precision-recall curves (test)", pr_curves, pages=("index",),
+           note="Average precision of each run in the panel."),
+    Figure("reliability", "Calibration (test)", reliability, pages=("index",),
            note="Points on the diagonal are well calibrated; expected calibration error (10 bins) is in the tables."),
-    Figure("confusion", "Confusion matrices (test)", confusion_grid, pages=("run",),
-           note="At the F1-optimal threshold chosen on validation."),
+    Figure("test_curves", "ROC, precision-recall and calibration (test)", test_curves, pages=("run",),
+           note="Points of the calibration panel on the diagonal are well calibrated."),
     Figure("efficiency", "Accuracy, speed and size", efficiency, pages=("index",)),
 )

@@ -11,12 +11,24 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.rundir import (CONFIG, ENVIRONMENT, GALLERY, GRADCAM, HISTORY, METRICS, REQUESTED, RUNS, STATUS,
+from benchmark.rundir import (CONFIG, ENVIRONMENT, EXTERNAL, GALLERY, GRADCAM, HISTORY, METRICS, REQUESTED, RUNS, STATUS,
                               SWEEP_CONFIG, THRESHOLDS, TIMING, predictions_file, read_json, read_status)
 
 
 def is_run_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in (CONFIG, REQUESTED, STATUS))
+
+
+def load_external(run_dir: Path) -> dict:
+    """{name: metrics} of the run's external test sets (RUN/external/<name>/metrics.json)."""
+    out = {}
+    folder = run_dir / EXTERNAL
+    if folder.is_dir():
+        for sub in sorted(folder.iterdir()):
+            metrics = read_json(sub / METRICS) if sub.is_dir() else None
+            if metrics and metrics.get("test"):
+                out[sub.name] = metrics
+    return out
 
 
 def find_runs(path: Path, plan: list[str] | None = None) -> list[Path]:
@@ -61,7 +73,7 @@ def truth_probs(frame: pd.DataFrame, labels) -> tuple[np.ndarray, np.ndarray]:
 
 def load_run(run_dir: Path, n_boot: int) -> dict:
     """Everything the report shows about one run, read from its files."""
-    from reports.metrics import compute_metrics
+    from reports.metrics import score_split
 
     cfg_file = run_dir / CONFIG if (run_dir / CONFIG).is_file() else run_dir / REQUESTED
     cfg = (yaml.safe_load(cfg_file.read_text()) or {}) if cfg_file.is_file() else {}
@@ -89,8 +101,9 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
         y, p = truth_probs(frame, labels)
         run[f"{split}_frame"] = frame
         run[f"{split}_y"], run[f"{split}_p"] = y, p
-        run[f"{split}_metrics"] = saved.get(split) or compute_metrics(
-            y, p, labels, frame["patient"].astype(str).to_numpy(), run["thresholds"],
-            n_boot=n_boot if split == "test" else 0, seed=int(cfg.get("seed", 0) or 0))
+        run[f"{split}_metrics"] = saved.get(split) or score_split(  # a run without metrics.json
+            frame, y, p, labels, "image", "max", run["thresholds"], n_boot=n_boot if split == "test" else 0)
+    run["protocol"] = saved.get("protocol")
+    run["external"] = load_external(run_dir)
     run["gallery"] = safe_gallery(run_dir, read_json(run_dir / GALLERY) or [])
     return run

@@ -50,14 +50,14 @@ def test_report_html_has_every_part_and_escapes(sweep):
     out, _ = sweep
     html = (out / "report" / "index.html").read_text()
     assert 'id="synthetic-banner"' in html and "SYNTHETIC DATA" in html
-    for part in ("test mean AUROC (95% CI)", "vs best", "Hamming loss", "ROC curves", "Precision-recall curves",
+    for part in ("test mean AUROC (95% CI)", "vs reference", "Hamming loss", "ROC curves", "Precision-recall curves",
                  "Calibration", "Accuracy, speed and size", "AUROC by label", "Grad-CAM", "Failed or unfinished runs",
                  "too small for mobilenet"):
         assert part in html, part
     assert html.count("data:image/png;base64,") >= 6  # self-contained: figures embedded
     assert "<b>escaped</b>" not in html and "&lt;b&gt;escaped&lt;/b&gt;" in html
     run_page = (out / "report" / "mobilenet-32px.html").read_text()
-    assert "Confusion matrices" in run_page and "SYNTHETIC DATA" in run_page
+    assert "confusion (TN FP / FN TP)" in run_page and "Subgroups (test)" in run_page and "SYNTHETIC DATA" in run_page
     assert json.loads((out / "report" / "summary.json").read_text())["runs"]
 
 
@@ -140,3 +140,38 @@ def test_a_public_report_holds_no_paths_ids_or_radiographs(sweep, tmp_path):
     assert "patient0" not in text and ".jpg" not in text  # no image paths or patient ids
     assert all('class="gallery"' not in p.read_text() for p in public.glob("*.html"))  # no radiographs
     assert (public / "summary.csv").is_file()
+
+
+def test_every_pair_is_compared_with_holm_adjusted_p_and_a_reference_chosen_on_validation(sweep):
+    from reports.scoring import score_units
+    from reports.stats import delong
+
+    out, _ = sweep
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    runs = {r["run"]: r for r in summary["runs"] if r["status"] == "done"}
+    assert summary["reference"] == max(runs, key=lambda n: runs[n]["val_auroc_macro"])  # never chosen on test
+    comparisons = summary["comparisons"]
+    macro = [c for c in comparisons if c["label"] == "macro"]
+    assert len(macro) == 1 and {macro[0]["a"], macro[0]["b"]} == set(runs)
+    a, b = macro[0]["a"], macro[0]["b"]
+    assert macro[0]["diff"] == pytest.approx(runs[a]["test_auroc_macro"] - runs[b]["test_auroc_macro"])
+    assert macro[0]["test"] == "bootstrap" and macro[0]["p_holm"] == macro[0]["p"]  # a family of one
+    scored = {}
+    for name in (a, b):
+        frame = pd.read_csv(out / "runs" / name / "predictions_test.csv")
+        y = frame[[f"y_true_{lab}" for lab in LABELS]].to_numpy(float)
+        p = frame[[f"y_prob_{lab}" for lab in LABELS]].to_numpy(float)
+        scored[name] = score_units(frame, y, p, "study", "max")  # the phantom is scored per study
+    per_label = [c for c in comparisons if c["test"] == "delong"]
+    assert per_label and all(c["p_holm"] >= c["p"] for c in per_label)
+    for c in per_label:
+        j = LABELS.index(c["label"])
+        y = scored[a].truth[:, j]
+        keep = ~np.isnan(y)
+        expected = (skm.roc_auc_score(y[keep], scored[a].probs[keep, j])
+                    - skm.roc_auc_score(y[keep], scored[b].probs[keep, j]))
+        assert c["diff"] == pytest.approx(expected)
+        assert c["p"] == pytest.approx(delong(y[keep], scored[a].probs[keep, j], scored[b].probs[keep, j])["p"])
+    html = (out / "report" / "index.html").read_text()
+    assert "Every pair of runs" in html and "reference" in html and "Protocol." in html
+    assert "scored per <b>study (max over views)</b>" in html
