@@ -88,18 +88,3 @@ def test_missing_image_names_the_file(phantom, tmp_path):
                      "--set", "steps_per_epoch=1", "--set", "gradcam_images=0")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipping 1 bad image(s)" in result.stderr
-
-
-def test_perf_pipeline_reports_every_rate_as_json(phantom):
-    result = run_cli("perf", "pipeline", "--dataset", "phantom", "--data-root", phantom, "--image-size", 32,
-                     "--repeats", 2, "--json")
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)  # stdout is the JSON object alone
-    from benchmark.data.formats import default_csv
-    from benchmark.data.load import load_table
-
-    assert out["images"] == len(load_table("phantom", default_csv("phantom", phantom), phantom).frame) and out["image_size"] == 32 and len(out["runs"]["first_pass"]) == 2
-    for key in ("first_pass", "cache_build", "cached", "image_data_generator", "decode_limit"):
-        assert out[key] > 0, key
-    assert out["first_pass"] < out["cache_build"]  # the first pass includes the build
-    assert out["first_pass_vs_image_data_generator"] == out["first_pass"] / out["image_data_generator"]

@@ -1,4 +1,5 @@
-"""`perf pipeline` and `perf train`: throughput benchmarks (speed is measured here, not in timed tests)."""
+"""`perf pipeline`: the input pipeline's first pass (decode once + one epoch), the cache build, cached epochs,
+Keras's ImageDataGenerator and the decode limit, on the same files."""
 
 from __future__ import annotations
 
@@ -149,64 +150,3 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
             "cache_build": float(np.median(runs["cache_build"])), "cached": cached, "image_data_generator": idg,
             "decode_limit": limit, "first_pass_vs_decode_limit": ratio, "first_pass_vs_image_data_generator": first / idg,
             "cached_vs_first_pass": cached / first, "runs": runs}
-
-
-def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data_root: str | None) -> dict:
-    """Training images/s of one backbone fed by the real pipeline and by one in-memory batch repeated."""
-    import keras
-    import tensorflow as tf
-
-    from benchmark.cache import build_cache
-    from benchmark.config import Config
-    from benchmark.losses import make_loss
-    from benchmark.data.phantom import FOLDER, make_phantom
-    from benchmark.pipeline import make_dataset
-    from models.classifier import build_classifier
-
-    tmp = Path(tempfile.mkdtemp(prefix="cxr-perf-"))
-    try:
-        if data_root is None:
-            make_phantom(tmp, n=max(64, steps * batch_size), size=max(image_size, 64), seed=0)
-            data_root = str(tmp / FOLDER)
-        from benchmark.data.formats import default_csv
-        from benchmark.data.load import load_table
-
-        ds = load_table("phantom", default_csv("phantom", Path(data_root)), data_root, views="all")
-        files = ds.frame["file"].tolist()
-        cache = build_cache(files, image_size, cache_dir=tmp / "cache", log=None)
-        labels = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
-        targets = ds.frame[labels].fillna(0).clip(0, 1).to_numpy(np.float32)
-        cfg = Config(backbone=backbone, weights=None, image_size=image_size)
-        model = build_classifier(cfg, len(labels))
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss("bce"))
-        real = make_dataset(cache.images, cache.rows(files), targets, batch_size, shuffle=True, drop_remainder=True).repeat()
-        x = np.asarray(cache.images[:batch_size])[..., None]
-        # the same dynamic batch dimension as the pipeline's: oneDNN picks other kernels for a static one,
-        # which changes the network's speed (either way, by network), not the feeding
-        memory = tf.data.Dataset.from_tensor_slices((x, targets[:batch_size])).cache().repeat().batch(batch_size)
-        rates = {}
-        for name, feed in (("in_memory", memory), ("pipeline", real), ("in_memory_again", memory)):
-            model.fit(feed, steps_per_epoch=max(2, steps // 4), epochs=1, verbose=0)  # warm-up and tracing
-            t0 = time.perf_counter()
-            model.fit(feed, steps_per_epoch=steps, epochs=1, verbose=0)
-            rates[name] = steps * batch_size / (time.perf_counter() - t0)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    in_memory = max(rates["in_memory"], rates["in_memory_again"])
-    return {"benchmark": "train", "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
-            "steps": steps, "devices": [d.name for d in tf.config.list_logical_devices()],
-            "pipeline": rates["pipeline"], "in_memory": in_memory, "pipeline_vs_in_memory": rates["pipeline"] / in_memory}
-
-
-def format_result(r: dict) -> str:
-    if r["benchmark"] == "pipeline":
-        return (f"{r['images']} images at {r['image_size']} px, {r['cpu_count']} cores, median of {r['repeats']} "
-                f"(images/s):\n"
-                f"  first pass (decode once + 1 epoch) {r['first_pass']:9.1f}  ({100 * r['first_pass_vs_decode_limit']:.0f}% of the decode limit, "
-                f"{r['first_pass_vs_image_data_generator']:.1f}x ImageDataGenerator)\n"
-                f"  cache build alone (decode+store) {r['cache_build']:9.1f}\n"
-                f"  cached epochs                      {r['cached']:9.1f}  ({r['cached_vs_first_pass']:.1f}x the first pass)\n"
-                f"  ImageDataGenerator                 {r['image_data_generator']:9.1f}\n"
-                f"  decode limit (OpenCV, all cores)   {r['decode_limit']:9.1f}")
-    return (f"{r['backbone']} at {r['image_size']} px, batch {r['batch_size']}: training images/s fed by the pipeline "
-            f"{r['pipeline']:.1f}, by in-memory tensors {r['in_memory']:.1f} ({100 * r['pipeline_vs_in_memory']:.0f}%)")
