@@ -61,7 +61,8 @@ class Config:
 
     # --- model ---
     backbone: str = "densenet121"
-    weights: str | None = "imagenet"  # "imagenet", null, or a path to a weights file
+    weights: Any = "imagenet"  # "imagenet", null, a weights file or timm folder, or {default: ..., resnet34: ...}
+    weights_dir: str | None = None  # pretrained weight files looked for here before any download ($CXR_BENCH_WEIGHTS)
     finetune: str = "full"
     gradual_epochs: int = 1  # finetune=gradual: epochs with a frozen backbone
     gradual_lr_factor: float = 0.1  # finetune=gradual: learning rate factor once everything trains
@@ -69,7 +70,8 @@ class Config:
     head_hidden: int = 0  # units of an optional hidden layer in the head
     per_label_heads: bool = False
     bn_momentum: float | None = None  # None: 0.9 when training from scratch (weights=null), else the backbone's
-    bn_reestimate_batches: int = 10  # before each validation, BatchNorm statistics from this many training batches
+    bn_reestimate: Any = "auto"  # re-estimate BatchNorm statistics before each validation: auto (from scratch only)
+    bn_reestimate_batches: int = 10  # ... from this many training batches
 
     # --- training ---
     epochs: int = 10
@@ -102,6 +104,7 @@ class Config:
     gradcam_images: int = 6
     bootstrap: int = 1000
     run_timeout: float | None = None  # seconds; a sweep stops a run that takes longer and records it as failed
+    mlflow: Any = False  # log each finished run to MLflow: true (a SQLite store in the sweep folder) or a tracking URI
     keep_checkpoint: bool = False  # keep checkpoint/ (the resume state, with the optimiser) after a run finishes
 
     # --- sweep grid (empty: the single value above) ---
@@ -120,7 +123,7 @@ class Config:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
 
-PATH_KEYS = ("data_root", "train_csv", "valid_csv", "test_csv", "cache_dir")
+PATH_KEYS = ("data_root", "train_csv", "valid_csv", "test_csv", "cache_dir", "weights_dir")
 SWEEP_KEYS = {"backbones": "backbone", "policies": "policy", "finetunes": "finetune", "image_sizes": "image_size",
               "seeds": "seed"}
 
@@ -254,6 +257,31 @@ def _external(v):
                     + " (optional: csv, split: all|test, name)")
 
 
+def _weights_value(v) -> bool:
+    return v is None or isinstance(v, str) and bool(v)
+
+
+def _weights(v):
+    from models.registry import REGISTRY
+
+    expected = ("imagenet, null, a weights file or timm folder, or a mapping such as {default: imagenet, "
+                "resnet34: /path/to/weights}")
+    if isinstance(v, dict):
+        unknown = [k for k in v if k != "default" and k not in REGISTRY]
+        if unknown or not all(_weights_value(x) for x in v.values()):
+            return expected + (f" (unknown backbone {unknown[0]!r})" if unknown else "")
+    elif not _weights_value(v):
+        return expected
+
+
+def weights_for(cfg, backbone: str | None = None):
+    """The weights one backbone starts from: `weights`, or its entry (or `default`) of a mapping; None = random."""
+    value = cfg.weights
+    if isinstance(value, dict):
+        value = value.get(backbone or cfg.backbone, value.get("default", "imagenet"))
+    return None if value in (None, "none", "null") else value
+
+
 def _backbone(v):
     from models.registry import REGISTRY
 
@@ -288,7 +316,9 @@ CHECKS = {
     "precision": _choice(("auto", "float32", "mixed_float16", "mixed_bfloat16")), "steps_per_epoch": _int(1),
     "logical_cpus": _int(0, 64), "gradcam_images": _int(0, 100),
     "bootstrap": lambda v: None if v == 0 or 50 <= v <= 100_000 else "0 (no confidence intervals) or 50 to 100000",
-    "run_timeout": _num(0, lo_open=True), "external": _external,
+    "run_timeout": _num(0, lo_open=True), "external": _external, "weights": _weights,
+    "bn_reestimate": lambda v: None if v in ("auto", True, False) else "auto, true or false",
+    "mlflow": lambda v: None if v in (True, False) or isinstance(v, str) and v else "true, false or a tracking URI",
     "protocol": _choice(("auto", "valid_as_test", "official_test", "carved_test")),
     "score_by": _choice(("auto", "image", "study")), "study_reduce": _choice(("max", "mean")),
 }
@@ -300,7 +330,7 @@ def validate(cfg: Config, origin: str = "config") -> Config:
     types_ = _field_types()
     for key, check in CHECKS.items():
         value = getattr(cfg, key)
-        if value is None and key not in ("labels", "policy"):
+        if value is None and key not in ("labels", "policy", "weights"):
             continue
         expected = check(value)
         if expected:
@@ -314,6 +344,12 @@ def validate(cfg: Config, origin: str = "config") -> Config:
                 expected = CHECKS[single](element) if single in CHECKS else None
             if expected:
                 raise UserError(f"{origin}: {multi}[{i}] must be {expected}, got {_shown(value)}")
+    from models.registry import has_imagenet
+
+    for b in dict.fromkeys((cfg.backbone, *cfg.backbones)):
+        if weights_for(cfg, b) == "imagenet" and not has_imagenet(b):
+            raise UserError(f"{origin}: {b} has no ImageNet weights; train it from scratch with weights: "
+                            f"{{default: imagenet, {b}: null}}, or give a file: {{{b}: /path/to/weights}}")
     if cfg.val_fraction + cfg.test_fraction >= 1:
         raise UserError(f"{origin}: val_fraction + test_fraction must be below 1, got "
                         f"{cfg.val_fraction} + {cfg.test_fraction}")

@@ -74,14 +74,17 @@ def zero_init_residuals(backbone: keras.Model, pattern: str) -> int:
 
 def build_classifier(cfg, n_labels: int) -> keras.Model:
     """The whole network for a Config: backbone `cfg.backbone` at `cfg.image_size` with `cfg.weights`."""
+    from benchmark.config import weights_for
+
     spec = get_spec(cfg.backbone)
     size = cfg.image_size
-    backbone = build_backbone(cfg.backbone, size, cfg.weights)
+    weights = weights_for(cfg)
+    backbone = build_backbone(cfg.backbone, size, weights, cfg.weights_dir)
     backbone.name = "backbone"
-    momentum = cfg.bn_momentum if cfg.bn_momentum is not None else (0.9 if cfg.weights in (None, "none") else None)
+    momentum = cfg.bn_momentum if cfg.bn_momentum is not None else (0.9 if weights is None else None)
     if momentum is not None:
         set_bn_momentum(backbone, momentum)
-    if cfg.weights in (None, "none") and spec.residual_bn:
+    if weights is None and spec.residual_bn:
         zero_init_residuals(backbone, spec.residual_bn)
     head = build_head(backbone.output.shape[1:], n_labels, cfg.dropout, cfg.head_hidden, cfg.per_label_heads)
     inp = keras.Input(shape=(size, size, 1), dtype="uint8", name="image")

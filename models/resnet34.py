@@ -1,5 +1,9 @@
 """ResNet34 in Keras 3 (He et al. 2016): basic blocks (two 3x3 convolutions), stages (3, 4, 6, 3), the standard
-stem. keras.applications has ResNet50/101/152 (bottleneck blocks) but no ResNet34."""
+stem. keras.applications has ResNet50/101/152 (bottleneck blocks) but no ResNet34.
+
+It pads like torchvision's and timm's ResNets (explicit symmetric zero padding before every strided convolution;
+BatchNorm epsilon 1e-5), so that timm's ImageNet weights (models/pretrained.py) give the outputs they give there.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from keras import layers
 
 VARIANTS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 WIDTHS = (64, 128, 256, 512)
-BN_EPS = 1.001e-5
+BN_EPS = 1e-5  # PyTorch's
 
 
 def _basic_block(x, filters: int, stride: int, name: str):
@@ -16,7 +20,11 @@ def _basic_block(x, filters: int, stride: int, name: str):
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
         shortcut = layers.BatchNormalization(epsilon=BN_EPS, name=f"{name}_0_bn")(shortcut)
-    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv")(x)
+    if stride > 1:  # symmetric, as PyTorch pads: "same" pads a strided convolution on one side only
+        y = layers.ZeroPadding2D(1, name=f"{name}_1_pad")(x)
+        y = layers.Conv2D(filters, 3, strides=stride, padding="valid", use_bias=False, name=f"{name}_1_conv")(y)
+    else:
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_1_conv")(x)
     y = layers.BatchNormalization(epsilon=BN_EPS, name=f"{name}_1_bn")(y)
     y = layers.Activation("relu", name=f"{name}_1_relu")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)

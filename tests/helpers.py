@@ -140,3 +140,65 @@ def tree_state(folder: Path) -> dict:
     lock files, which name whoever last held them."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def write_timm_resnet34(folder: Path, seed: int = 0) -> Path:
+    """A timm ResNet34 checkpoint in the format of https://huggingface.co/timm/resnet34.a1_in1k (config.json and
+    model.safetensors with PyTorch's parameter names and layouts), with random values: what a download gives,
+    made here, offline."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    tensors = {}
+
+    def conv(name, out_ch, in_ch, k):
+        tensors[f"{name}.weight"] = (rng.normal(0, (2 / (in_ch * k * k)) ** 0.5, (out_ch, in_ch, k, k))
+                                     .astype(np.float32))
+
+    def bn(name, ch):
+        tensors[f"{name}.weight"] = rng.uniform(0.5, 1.5, ch).astype(np.float32)
+        tensors[f"{name}.bias"] = rng.normal(0, 0.1, ch).astype(np.float32)
+        tensors[f"{name}.running_mean"] = rng.normal(0, 0.1, ch).astype(np.float32)
+        tensors[f"{name}.running_var"] = rng.uniform(0.5, 1.5, ch).astype(np.float32)
+        tensors[f"{name}.num_batches_tracked"] = np.array(100, np.int64)
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    in_ch = 64
+    for stage, (blocks, ch) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=1):
+        for b in range(blocks):
+            prefix = f"layer{stage}.{b}"
+            conv(f"{prefix}.conv1", ch, in_ch if b == 0 else ch, 3)
+            bn(f"{prefix}.bn1", ch)
+            conv(f"{prefix}.conv2", ch, ch, 3)
+            bn(f"{prefix}.bn2", ch)
+            if b == 0 and stage > 1:
+                conv(f"{prefix}.downsample.0", ch, in_ch, 1)
+                bn(f"{prefix}.downsample.1", ch)
+        in_ch = ch
+    tensors["fc.weight"] = rng.normal(0, 0.01, (1000, 512)).astype(np.float32)
+    tensors["fc.bias"] = np.zeros(1000, np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": "resnet34", "num_classes": 1000, "num_features": 512, "global_pool": "avg",
+        "pretrained_cfg": {"tag": "a1_in1k", "input_size": [3, 224, 224], "interpolation": "bicubic",
+                           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "crop_pct": 0.95,
+                           "num_classes": 1000, "pool_size": [7, 7], "first_conv": "conv1", "classifier": "fc"}}))
+    return folder
+
+
+def write_keras_notop(path: Path, backbone: str) -> list:
+    """A keras.applications no-top weights file in Keras's legacy HDF5 layout (as downloaded into
+    ~/.keras/models), with a randomly initialised network's weights; returns them."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from models.registry import get_spec
+
+    model = get_spec(backbone).build((224, 224, 3), None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as fh:
+        legacy_h5_format.save_weights_to_hdf5_group(fh, model)
+    return model.get_weights()
