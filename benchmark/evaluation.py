@@ -181,7 +181,7 @@ def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | N
         raise UserError(f"{run} was trained on labels {thresholds['labels']}, the data set now gives {labels}")
     model = load_model(run, len(labels))
     part = data.splits[split]
-    probs = predict_probs(model, data.cache.images, part.rows, cfg.batch_size, tta=tta)
+    probs = predict_probs(model, data.cache.images, part.rows, cfg.batch_size, tta=tta, mirror=cfg.hflip)
     name = f"{split}_tta" if tta else split
     frame = predictions_frame(part, labels, probs)
     write_csv(run / predictions_file(name), frame)

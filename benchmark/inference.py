@@ -13,8 +13,9 @@ from benchmark.errors import UserError
 from benchmark.rundir import MODEL
 
 
-def predict_probs(model, images, rows, batch_size: int, tta: bool = False) -> np.ndarray:
-    """Probabilities for cache rows, in order; with `tta`, the mean over TenCrop views."""
+def predict_probs(model, images, rows, batch_size: int, tta: bool = False, mirror: bool = False) -> np.ndarray:
+    """Probabilities for cache rows, in order; with `tta`, the mean over TenCrop views (mirrored too with
+    `mirror`, for models trained with horizontal flips)."""
     from benchmark.pipeline import make_dataset, ten_crop
 
     n = len(rows)
@@ -27,7 +28,7 @@ def predict_probs(model, images, rows, batch_size: int, tta: bool = False) -> np
         return model.predict(ds.map(lambda x, y: x), verbose=0)[:n].astype(np.float64)
     out = []
     for x, _ in ds:
-        crops = ten_crop(x)
+        crops = ten_crop(x, mirror)
         out.append(np.mean([model(c, training=False).numpy() for c in crops], axis=0))
     return np.concatenate(out)[:n].astype(np.float64)
 

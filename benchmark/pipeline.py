@@ -91,14 +91,17 @@ def make_dataset(images: np.ndarray, rows: np.ndarray, targets: np.ndarray, batc
     return ds.with_options(options).prefetch(PREFETCH)
 
 
-def ten_crop(batch: tf.Tensor) -> tf.Tensor:
+def ten_crop(batch: tf.Tensor, mirror: bool = False) -> tf.Tensor:
     """TenCrop test-time augmentation: the image enlarged by 8/7, its four corner crops and centre crop at the
-    original size, and their mirror images. (B, S, S, C) -> (10, B, S, S, C)."""
+    original size (the centre rounded, not truncated), and with `mirror` (only for a model trained with
+    horizontal flips: the heart's side is anatomy) their mirror images. (B, S, S, C) -> (5 or 10, B, S, S, C)."""
     size = batch.shape[1]
     big = int(round(size * 8 / 7))
-    up = tf.cast(tf.image.resize(tf.cast(batch, tf.float32), (big, big), method="bilinear"), batch.dtype)
+    up = tf.cast(tf.round(tf.image.resize(tf.cast(batch, tf.float32), (big, big), method="bilinear")), batch.dtype)
     off = big - size
-    starts = [(0, 0), (0, off), (off, 0), (off, off), (off // 2, off // 2)]
+    centre = int(off / 2 + 0.5)
+    starts = [(0, 0), (0, off), (off, 0), (off, off), (centre, centre)]
     crops = [up[:, y:y + size, x:x + size, :] for y, x in starts]
-    crops += [tf.image.flip_left_right(c) for c in crops]
+    if mirror:
+        crops += [tf.image.flip_left_right(c) for c in crops]
     return tf.stack(crops)

@@ -110,13 +110,22 @@ def _callbacks(cfg: Config, run_dir: Path, data, state, last_phase: bool) -> lis
     if cfg.schedule == "plateau":
         stoppers.append(keras.callbacks.ReduceLROnPlateau(monitor="val_auroc", mode="max", factor=cfg.plateau_factor,
                                                           patience=cfg.plateau_patience, min_lr=1e-7, verbose=1))
-    cbs = [ValidationScore(data.images, train.rows, val.rows, val.truth, cfg.batch_size, cfg.bn_reestimate_batches,
+    cbs = [ValidationScore(data.images, train.rows, val.rows, val.truth, cfg.batch_size, reestimate_batches(cfg),
                            cfg.seed, state),
            NaNGuard(state), keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True), *stoppers]
     if cfg.tensorboard:
         cbs.append(keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD)))
     cbs.append(Checkpoint(run_dir, state, stoppers))
     return cbs
+
+
+def reestimate_batches(cfg: Config) -> int:
+    """BatchNorm statistics are re-estimated for runs from scratch (their moving averages lag behind the weights);
+    runs from pretrained weights keep theirs, unless bn_reestimate: true."""
+    from benchmark.config import weights_for
+
+    wanted = cfg.bn_reestimate is True or (cfg.bn_reestimate == "auto" and weights_for(cfg) is None)
+    return cfg.bn_reestimate_batches if wanted else 0
 
 
 def _check_same_config(run_dir: Path, cfg: Config) -> None:

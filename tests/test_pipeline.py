@@ -29,8 +29,7 @@ def test_pipeline_batches_order_and_shuffle(tmp_path):
     pairs = np.concatenate([np.stack([x.numpy()[:, 0, 0, 0], y.numpy()[:, 0]], 1) for x, y in shuffled])
     assert sorted(epoch1.tolist()) == list(range(10)) and epoch1.tolist() != epoch2.tolist()
     assert (pairs[:, 0] == pairs[:, 1]).all()  # images stay with their labels
-    crops = ten_crop(tf.constant(images[:2, :, :, None]))
-    assert crops.shape == (10, 2, 8, 8, 1)
+    assert ten_crop(tf.constant(images[:2, :, :, None]), mirror=True).shape == (10, 2, 8, 8, 1)
 
 
 def test_pipeline_shares_a_memory_map_and_reads_large_caches_batchwise(tmp_path, monkeypatch):
@@ -110,3 +109,20 @@ def test_prepare_returns_while_decoding_and_completes(phantom, tmp_path):
     assert np.asarray(data.images)[train_rows].std() > 10  # real radiographs, not the reserved file's zeros
     skipping = prepare(cfg.replace(cache_dir=str(tmp_path / "d"), skip_bad_images=True), log=None, decoded=False)
     assert skipping.cache is not None  # bad images change the splits: it waits for them
+
+
+def test_ten_crop_mirrors_only_when_training_mirrored_and_rounds_its_centre():
+    pytest.importorskip("tensorflow")
+    from benchmark.pipeline import ten_crop
+
+    batch = np.arange(32 * 32, dtype=np.uint8).reshape(1, 32, 32, 1) % 251
+    plain = np.asarray(ten_crop(batch))
+    assert plain.shape == (5, 1, 32, 32, 1)  # no mirror images: training did not flip (the heart's side)
+    mirrored = np.asarray(ten_crop(batch, mirror=True))
+    assert mirrored.shape == (10, 1, 32, 32, 1)
+    np.testing.assert_array_equal(mirrored[5:], plain[:, :, :, ::-1])
+    # enlarged to round(32 * 8 / 7) = 37 px: the centre crop starts at round(5 / 2) = 3, not 2
+    import tensorflow as tf
+
+    up = np.asarray(tf.round(tf.image.resize(tf.cast(batch, tf.float32), (37, 37), method="bilinear")))
+    np.testing.assert_array_equal(plain[4, 0], up[0, 3:35, 3:35].astype(np.uint8))
