@@ -113,7 +113,7 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
         prepare_caches(cfg, runs)
         launcher = launcher or LocalLauncher([g.strip() for g in gpus.split(",")] if gpus else None)
         start = time.perf_counter()
-        scheduler = Scheduler(out, runs, launcher, cfg.run_timeout)
+        scheduler = Scheduler(out, runs, launcher, cfg.run_timeout, on_done=mlflow_logger(out, cfg))
         try:
             scheduler.run()
         finally:
@@ -125,6 +125,24 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
             return 130
         print(f"all runs ended in {fmt_time(time.perf_counter() - start)}; building the report ...", flush=True)
         return finish_sweep(out, runs, cfg)
+
+
+def mlflow_logger(out: Path, cfg: Config):
+    """With `mlflow` set: a function that logs a finished run to MLflow from the sweep's own process (one writer
+    to the store, never the runs themselves); a failure to log is a warning, not a failed run."""
+    if not cfg.mlflow:
+        return None
+
+    def log(run_dir: Path) -> None:
+        from reports.runs import load_run
+        from reports.tracking import log_runs
+
+        try:
+            log_runs(out, [load_run(run_dir, 0)], None if cfg.mlflow is True else str(cfg.mlflow),
+                     experiment=cfg.name if cfg.name != "run" else out.resolve().name)
+        except Exception as exc:  # the run is safe on disk; `report --mlflow` logs it later
+            print(f"warning: {run_dir.name} was not logged to MLflow ({type(exc).__name__}: {exc})", file=sys.stderr)
+    return log
 
 
 def check_finished_runs(out: Path, runs) -> None:
@@ -147,8 +165,9 @@ class Scheduler:
     records each run's result (a run that ended without status done is recorded as failed with its error)."""
 
     def __init__(self, out: Path, runs, launcher: Launcher, run_timeout: float | None = None,
-                 total: int | None = None, index: dict | None = None):
+                 total: int | None = None, index: dict | None = None, on_done=None):
         self.out, self.runs, self.launcher, self.run_timeout = out, runs, launcher, run_timeout
+        self.on_done = on_done  # called with a finished run's folder, in this process (e.g. the MLflow logger)
         self.interrupted = False
         self.total = total or len(runs)  # the plan's size, and each run's place in it (a retrain runs a few)
         self.index = index or {name: i for i, (name, _) in enumerate(runs, 1)}
@@ -253,6 +272,8 @@ class Scheduler:
         eta = (sum(self.durations) / len(self.durations)) * left / max(1, self.launcher.capacity)
         print(f"[{job.index}/{self.total}] {job.name}: done in {fmt_time(seconds)}, test mean AUROC "
               f"{_num(status.get('test_auroc'))}" + (f"; about {fmt_time(eta)} left" if left else ""), flush=True)
+        if self.on_done is not None:
+            self.on_done(job.run_dir)
 
     def _echo_progress(self, job: Job) -> None:
         """Print the new lines of the run's log that say where it is (epochs, scores, errors)."""
@@ -278,7 +299,7 @@ def finish_sweep(out: Path, runs, cfg: Config) -> int:
     try:
         from reports.build import build_report
 
-        report = build_report(out, bootstrap=cfg.bootstrap, plan=[name for name, _ in runs])
+        report = build_report(out, bootstrap=cfg.bootstrap, plan=[name for name, _ in runs], mlflow=cfg.mlflow)
     except Exception as exc:  # the runs are safe on disk; the report can be rebuilt with `report`
         print(f"warning: the report could not be built ({type(exc).__name__}: {exc}); "
               f"rebuild it with: python -m benchmark report --sweep {out}", file=sys.stderr)

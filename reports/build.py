@@ -233,11 +233,14 @@ def report_folder(path: Path, public: bool) -> Path:
     return claim(folder, "report", "a report folder", f"move it away from {path}", legacy=legacy)
 
 
-def build_report(path, bootstrap: int | None = None, plan: list[str] | None = None, public: bool = False) -> Path:
+def build_report(path, bootstrap: int | None = None, plan: list[str] | None = None, public: bool = False,
+                 mlflow=None) -> Path:
     """Write report/index.html, report/<run>.html, report/summary.csv and report/summary.json; return index.
 
     Only the runs of the sweep's current plan are shown. With `public`, the report goes to report-public/ and
-    holds no absolute paths, image paths, patient ids or radiographs (no Grad-CAM), and says so."""
+    holds no absolute paths, image paths, patient ids or radiographs (no Grad-CAM), and says so. With `mlflow`
+    (True for the sweep folder's SQLite store, or a tracking URI) the finished runs and the report's files are
+    logged to MLflow (reports.tracking)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     path = Path(path)
@@ -291,6 +294,10 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
     for r in runs:
         atomic_write_text(out / f"{r['name']}.html",
                           env.get_template("run.html").render(**_run_context(r, synthetic), public=public))
+    if mlflow and not public:
+        from reports.tracking import log_runs
+
+        log_runs(path, runs, None if mlflow is True else str(mlflow), out, experiment=name)
     return out / "index.html"
 
 

@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn import metrics as skm
 
 from tests.helpers import COMPETITION5 as LABELS
@@ -175,3 +176,28 @@ def test_every_pair_is_compared_with_holm_adjusted_p_and_a_reference_chosen_on_v
     html = (out / "report" / "index.html").read_text()
     assert "Every pair of runs" in html and "reference" in html and "Protocol." in html
     assert "scored per <b>study (max over views)</b>" in html
+
+
+def test_report_logs_runs_to_a_local_mlflow_store_read_back_with_its_client(sweep, tmp_path):
+    mlflow = pytest.importorskip("mlflow", reason="MLflow is the optional extra .[mlflow]")
+    out, _ = sweep
+    copy = _copy_sweep(out, tmp_path / "copy")
+    result = run_cli("report", "--sweep", copy, "--mlflow", "--bootstrap", "50")
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    name = yaml.safe_load((copy / "runs" / "mobilenet-32px" / "config.yaml").read_text())["name"]
+    experiment = client.get_experiment_by_name(name)  # the sweep's name
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"mobilenet-32px", "resnet34-32px", "report"}  # the finished runs, and the report
+    run = runs["mobilenet-32px"]
+    assert run.data.params["backbone"] == "mobilenet" and run.data.params["epochs"] == "2"
+    summary = pd.read_csv(copy / "report" / "summary.csv").set_index("run")
+    assert run.data.metrics["test_auroc_macro"] == pytest.approx(summary.loc["mobilenet-32px", "test_auroc_macro"])
+    history = pd.read_csv(copy / "runs" / "mobilenet-32px" / "history.csv")
+    logged = client.get_metric_history(run.info.run_id, "val_auroc")
+    assert [m.step for m in logged] == history["epoch"].tolist()
+    assert [m.value for m in logged] == pytest.approx(history["val_auroc"].tolist())
+    artifacts = {a.path for a in client.list_artifacts(runs["report"].info.run_id, "report")}
+    assert {"report/index.html", "report/summary.csv", "report/summary.json"} <= artifacts
+    again = run_cli("report", "--sweep", copy, "--mlflow", "--bootstrap", "50")  # nothing logged twice
+    assert again.returncode == 0 and len(client.search_runs([experiment.experiment_id])) == 3

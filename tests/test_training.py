@@ -247,3 +247,62 @@ def test_a_validation_split_without_both_classes_is_refused_before_training(phan
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: the validation split (15 images) has no label "
                                                              "with both positives and negatives")
+
+
+def test_tensorboard_writes_loss_validation_auroc_and_learning_rate_per_epoch(phantom, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    cfg = tiny_config(phantom, backbone="mobilenet", epochs=2, steps_per_epoch=2, gradcam_images=0, bootstrap=0,
+                      tensorboard=True, keep_checkpoint=False)
+    train_run(cfg, tmp_path, log=lambda *a: None)
+    hist = pd.read_csv(tmp_path / "history.csv")
+    seen = {}
+    for part in ("train", "validation"):
+        acc = EventAccumulator(str(tmp_path / "tensorboard" / part), size_guidance={"tensors": 0}).Reload()
+        for tag in acc.Tags()["tensors"]:  # Keras 3 writes tensor events
+            if tag.startswith("epoch_"):
+                seen[f"{part}/{tag}"] = [float(make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+    assert seen["train/epoch_loss"] == pytest.approx(hist["loss"].tolist(), rel=1e-5)
+    assert seen["validation/epoch_auroc"] == pytest.approx(hist["val_auroc"].tolist(), rel=1e-5)
+    assert seen["train/epoch_learning_rate"] == pytest.approx(hist["learning_rate"].tolist(), rel=1e-5)
+
+
+@pytest.mark.parametrize("setting", [{"precision": "mixed_bfloat16"}, {"xla": True}])
+def test_the_gpu_settings_train_on_the_cpu_and_the_saved_model_predicts_the_same(phantom, tmp_path, setting):
+    """Mixed precision and XLA, which every GPU run uses, run here first: a finite loss, probabilities in [0, 1],
+    and a saved model that loads and predicts what the run predicted."""
+    import keras
+
+    from benchmark.inference import load_model, predict_probs
+    from benchmark.prepare import prepare
+
+    cfg = tiny_config(phantom, backbone="mobilenet", epochs=1, steps_per_epoch=2, gradcam_images=0, bootstrap=0,
+                      **setting)
+    try:
+        train_run(cfg, tmp_path, log=lambda *a: None)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(pd.read_csv(tmp_path / "history.csv")["loss"]).all()
+    pred = pd.read_csv(tmp_path / "predictions_test.csv")
+    probs = pred.filter(like="y_prob_").to_numpy()
+    assert np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
+    data = prepare(cfg, log=None)
+    if setting.get("precision"):
+        keras.mixed_precision.set_global_policy(setting["precision"])
+    try:
+        again = predict_probs(load_model(tmp_path, 5), data.cache.images, data.splits["test"].rows, cfg.batch_size)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.abs(again - probs).max() < 2e-2  # bfloat16 keeps about 3 significant digits
+
+
+def test_pretrained_runs_keep_their_batchnorm_statistics():
+    from benchmark.config import Config
+    from benchmark.training import reestimate_batches
+
+    assert reestimate_batches(Config(weights=None)) == 10  # from scratch: re-estimated
+    assert reestimate_batches(Config(weights="imagenet")) == 0  # pretrained: kept
+    assert reestimate_batches(Config(weights={"default": None, "densenet121": "imagenet"})) == 0
+    assert reestimate_batches(Config(weights="imagenet", bn_reestimate=True)) == 10  # unless asked
+    assert reestimate_batches(Config(weights=None, bn_reestimate=False)) == 0
