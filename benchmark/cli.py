@@ -68,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered backbones with parameter counts")
 
+    dr = sub.add_parser("doctor", help="what this machine offers, and training images/s per backbone in float32, "
+                                       "mixed precision and with XLA")
+    dr.add_argument("--backbones", default="mobilenet,resnet34,resnet50,densenet121,resnet101",
+                    help="comma-separated backbones (default: the five of the comparison)")
+    dr.add_argument("--image-size", type=int, default=64)
+    dr.add_argument("--batch-size", type=int, default=16)
+    dr.add_argument("--steps", type=int, default=5, help="timed steps per setting")
+    dr.add_argument("--no-pipeline", action="store_true", help="skip the real-pipeline column")
+    dr.add_argument("--budget", type=float, default=240.0, help="seconds; what does not fit is skipped")
+    dr.add_argument("--json", action="store_true")
+
     tr = sub.add_parser("train", help="train one backbone and write a run directory")
     _config_args(tr)
     tr.add_argument("--backbone", help="a name from `python -m benchmark models`")
@@ -96,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="build the HTML report of a sweep (or of one run) from its files")
     rp.add_argument("--sweep", required=True, help="a sweep directory or a single run directory")
     rp.add_argument("--bootstrap", type=int, help="bootstrap resamples for confidence intervals (default 1000)")
+    rp.add_argument("--mlflow", nargs="?", const=True, metavar="TRACKING_URI",
+                    help="log the finished runs and the report to MLflow (default store: SWEEP/mlflow.db)")
     rp.add_argument("--public", action="store_true",
                     help="a report safe to publish (in report-public/): no paths, image names, patient ids or "
                          "radiographs")
@@ -159,12 +172,23 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from benchmark.doctor import check_args, doctor, format_doctor
+
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    check_args(backbones, args.image_size, args.batch_size, args.steps)
+    result = doctor(backbones, args.image_size, args.batch_size, args.steps, pipeline=not args.no_pipeline,
+                    log=None if args.json else (lambda line: print(line, flush=True)), budget=args.budget)
+    print(json.dumps(result) if args.json else "\n" + format_doctor(result))
+    return 0
+
+
 def cmd_models(args) -> int:
     from models.registry import describe_all
 
     for row in describe_all():
         print(f"{row['name']:16s} {row['params']:>12,d} params  default {row['default_size']} px  "
-              f"preprocessing {row['preprocess']:6s} {row['notes']}")
+              f"preprocessing {row['preprocess']:6s} ImageNet weights: {row['imagenet'] or 'none':5s}  {row['notes']}")
     return 0
 
 
@@ -225,7 +249,7 @@ def cmd_predict(args) -> int:
 def cmd_report(args) -> int:
     from reports.build import build_report
 
-    index = build_report(args.sweep, bootstrap=args.bootstrap, public=args.public)
+    index = build_report(args.sweep, bootstrap=args.bootstrap, public=args.public, mlflow=args.mlflow)
     print(index)
     return 0
 
@@ -263,7 +287,7 @@ def cmd_perf(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"data": cmd_data, "models": cmd_models, "doctor": cmd_doctor, "train": cmd_train, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "retrain": cmd_retrain,
             "perf": cmd_perf}
 

@@ -29,3 +29,18 @@ def test_perf_report_times_the_report_of_a_fabricated_sweep(tmp_path):
     assert out["comparisons"] == 3 * (1 + 5)  # every pair: the macro AUROC and each label
     summary = json.loads((tmp_path / "sweep" / "report" / "summary.json").read_text())
     assert len(summary["runs"]) == 3 and len(summary["comparisons"]) == out["comparisons"]
+
+
+def test_doctor_prints_the_machine_and_a_throughput_table():
+    import pytest
+
+    pytest.importorskip("tensorflow")
+    result = run_cli("doctor", "--backbones", "mobilenet", "--image-size", 32, "--steps", 2, "--json")  # ~1 min
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out["machine"]["tensorflow"].startswith("2.") and out["machine"]["cores"] >= 1
+    row = out["rows"][0]
+    assert row["backbone"] == "mobilenet"
+    for key in ("float32", "mixed", "mixed+xla", "pipeline", "in_memory"):  # XLA: the first backbone has it
+        assert row[key] > 0, (key, row)
+    assert out["mixed"] == ("mixed_float16" if out["machine"]["gpus"] else "mixed_bfloat16")
