@@ -30,6 +30,14 @@ def _config_args(p: argparse.ArgumentParser, dataset_required: bool = False) -> 
                    help="override a config key with a YAML value, e.g. --set epochs=2 --set weights=null")
 
 
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("local", "ray"),
+                   help="where the runs execute: local processes (default) or a Ray cluster (pip install -e .[ray])")
+    p.add_argument("--ray-address", help="with --backend ray: auto (this machine's cluster), HOST:6379, "
+                                         "ray://HOST:10001, or local (a private cluster here; the default without "
+                                         "$RAY_ADDRESS)")
+
+
 def _load_cfg(args, **extra):
     from benchmark.config import load_config, parse_set
 
@@ -117,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(sw)
     sw.add_argument("--out", required=True, help="the sweep directory (re-running resumes it)")
     sw.add_argument("--gpus", help="comma-separated GPU ids to run in parallel, one run per GPU")
+    _backend_args(sw)
 
     rt = sub.add_parser("retrain", help="train some runs of a sweep again (its configuration plus --set), then report")
     rt.add_argument("--sweep", required=True, help="the sweep folder")
@@ -126,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--discard", action="store_true",
                     help="delete the previous run folders instead of keeping them under a dated name")
     rt.add_argument("--gpus", help="comma-separated GPU ids to run in parallel, one run per GPU")
+    _backend_args(rt)
 
     perf = sub.add_parser("perf", help="throughput benchmarks")
     psub = perf.add_subparsers(dest="perf_command", metavar="WHAT")
@@ -257,14 +267,15 @@ def cmd_report(args) -> int:
 def cmd_sweep(args) -> int:
     from benchmark.sweep import run_sweep
 
-    cfg = _load_cfg(args)
+    cfg = _load_cfg(args, backend=args.backend, ray_address=args.ray_address)
     return run_sweep(cfg, args.out, gpus=args.gpus)
 
 
 def cmd_retrain(args) -> int:
     from benchmark.retrain import retrain
 
-    return retrain(args.sweep, args.runs, args.set, discard=args.discard, gpus=args.gpus)
+    return retrain(args.sweep, args.runs, args.set, discard=args.discard, gpus=args.gpus,
+                   where={"backend": args.backend, "ray_address": args.ray_address})
 
 
 def cmd_perf(args) -> int:

@@ -106,6 +106,11 @@ class Config:
     run_timeout: float | None = None  # seconds; a sweep stops a run that takes longer and records it as failed
     mlflow: Any = False  # log each finished run to MLflow: true (a SQLite store in the sweep folder) or a tracking URI
     keep_checkpoint: bool = False  # keep checkpoint/ (the resume state, with the optimiser) after a run finishes
+    backend: str = "local"  # where a sweep's runs execute: "local" (processes here) or "ray" (tasks on a Ray cluster)
+    ray_address: str | None = None  # Ray: "auto" (this machine's cluster), HOST:6379, ray://HOST:10001, or "local";
+    #                                  None: $RAY_ADDRESS, else a private cluster here ("local")
+    ray_cpus_per_run: float = 1.0  # Ray: CPUs each run asks for
+    ray_gpus_per_run: float | None = None  # Ray: GPUs each run asks for (None: 1 on a cluster with GPUs, else 0)
 
     # --- sweep grid (empty: the single value above) ---
     backbones: tuple = ()
@@ -320,6 +325,7 @@ CHECKS = {
     "bn_reestimate": lambda v: None if v in ("auto", True, False) else "auto, true or false",
     "mlflow": lambda v: None if v in (True, False) or isinstance(v, str) and v else "true, false or a tracking URI",
     "protocol": _choice(("auto", "valid_as_test", "official_test", "carved_test")),
+    "backend": _choice(("local", "ray")), "ray_cpus_per_run": _num(0), "ray_gpus_per_run": _num(0),
     "score_by": _choice(("auto", "image", "study")), "study_reduce": _choice(("max", "mean")),
 }
 

@@ -18,7 +18,8 @@ from benchmark.config import SWEEP_KEYS, Config
 # keys that do not change a run's results: where things are kept, how long to wait, what is logged or drawn
 NON_RESULT_KEYS = frozenset({"name", "cache_dir", "run_timeout", "keep_checkpoint", "tensorboard", "gradcam_images",
                              "skip_bad_images", "max_image_pixels", "phantom_images", "phantom_size", "external",
-                             "weights_dir", "mlflow"})
+                             "weights_dir", "mlflow", "backend", "ray_address", "ray_cpus_per_run",
+                             "ray_gpus_per_run"})
 
 
 def config_part(cfg: Config, sweep: bool = False) -> dict:

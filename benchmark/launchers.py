@@ -10,8 +10,9 @@ RUN/train.log, and its result in RUN/status.json (`done`, or `failed` with the e
 child per run means each run gets a fresh TensorFlow whose memory (GPU included) is freed when it ends, and a run
 that crashes takes nothing else down.
 
-`LocalLauncher` (processes on this machine, optionally one per GPU) is the first implementation; another backend
-implements `Launcher` (see docs/extending.md).
+`LocalLauncher` (processes on this machine, optionally one per GPU) is the default; `RayLauncher`
+(`benchmark.ray_launcher`, `backend: ray`) hands each run to a Ray cluster; another backend implements `Launcher`
+(see docs/extending.md).
 """
 
 from __future__ import annotations
@@ -88,8 +89,35 @@ class Launcher:
             time.sleep(0.1)
         return self.poll(job)
 
+    def describe(self) -> str:
+        """One line on where the runs go, printed when a sweep starts ("" says nothing)."""
+        return ""
+
     def close(self) -> None:
         """Release what the launcher holds (nothing for local processes)."""
+
+
+def check_backend(cfg, gpus: str | None = None) -> None:
+    """Refuse (UserError) a backend this machine cannot use, before a sweep touches anything."""
+    from benchmark.errors import UserError
+
+    if cfg.backend == "ray":
+        if gpus:
+            raise UserError("--gpus is for the local backend; on Ray each run asks for ray_gpus_per_run GPUs "
+                            "(--set ray_gpus_per_run=1) and Ray places it")
+        from benchmark.ray_launcher import import_ray
+
+        import_ray()
+
+
+def make_launcher(cfg, gpus: str | None = None) -> "Launcher":
+    """The launcher a configuration asks for: local processes (one per GPU of `gpus`), or Ray tasks."""
+    check_backend(cfg, gpus)
+    if cfg.backend == "ray":
+        from benchmark.ray_launcher import RayLauncher
+
+        return RayLauncher(cfg.ray_address, cfg.ray_gpus_per_run, cfg.ray_cpus_per_run)
+    return LocalLauncher([g.strip() for g in gpus.split(",")] if gpus else None)
 
 
 def _die_with_parent():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmark.config import SWEEP_KEYS, merge, parse_set
 from benchmark.errors import UserError
-from benchmark.launchers import Launcher, LocalLauncher
+from benchmark.launchers import Launcher, check_backend, make_launcher
 from benchmark.ownership import FolderLock, claim, is_ours
 from benchmark.rundir import (RETRAIN, REQUESTED, RUNS, SWEEP_CONFIG, read_config, read_json, read_status,
                               write_config, write_json)
@@ -25,9 +25,9 @@ FIXED_KEYS = {"backbone", *SWEEP_KEYS.values(), *SWEEP_KEYS}  # what names a run
 
 
 def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None = None, discard: bool = False,
-            gpus: str | None = None, launcher: Launcher | None = None) -> int:
+            gpus: str | None = None, launcher: Launcher | None = None, where: dict | None = None) -> int:
     """Retrain the named runs of a sweep folder; returns the sweep's exit code (0, 1 if a run failed, 130 if
-    stopped)."""
+    stopped). `where` changes where they run (backend, ray_address), not what they train."""
     from benchmark.sweep import Scheduler, finish_sweep, plan_runs, prepare_caches
 
     out = Path(sweep)
@@ -35,6 +35,10 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
     if cfg is None or not is_ours(out):
         raise UserError(f"{out} is not a sweep folder (no {SWEEP_CONFIG}); retrain runs of a sweep made by "
                         f"`python -m benchmark sweep`")
+    if where:
+        cfg = cfg.replace(**{k: v for k, v in where.items() if v is not None})
+    if launcher is None:
+        check_backend(cfg, gpus)
     overrides = parse_set(sets)
     fixed = sorted(set(overrides) & FIXED_KEYS)
     if fixed:
@@ -63,8 +67,8 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
                                                "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
             chosen.append((name, run_cfg))
         all_runs = list(plan.items())
+        launcher = launcher or make_launcher(cfg, gpus)
         prepare_caches(cfg, chosen)
-        launcher = launcher or LocalLauncher([g.strip() for g in gpus.split(",")] if gpus else None)
         print(f"retraining {len(chosen)} run(s) of {out}: {', '.join(n for n, _ in chosen)}"
               + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""), flush=True)
         scheduler = Scheduler(out, chosen, launcher, cfg.run_timeout, total=len(all_runs),

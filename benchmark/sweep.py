@@ -5,8 +5,9 @@ built here first.
 A failed run is recorded (status.json, summary.csv) and the sweep goes on; the exit code says something failed.
 Interrupted (Ctrl-C, SIGTERM), the sweep stops its runs, which record themselves as interrupted; the same command
 resumes: finished runs are skipped, an interrupted run continues from its last epoch. A run that takes longer than
-`run_timeout` is stopped and recorded as failed. With --gpus, runs go in parallel, one per GPU. The report is
-rebuilt at the end, from the runs of the current plan only.
+`run_timeout` is stopped and recorded as failed. With --gpus, runs go in parallel, one per GPU; with `backend: ray`,
+to a Ray cluster (`benchmark.ray_launcher`). The report is rebuilt at the end, from the runs of the current plan
+only.
 
 The sweep folder is locked while a sweep works in it, and re-running a sweep into it with a changed profile (or
 changed data) is refused before anything is touched: runs of two settings are never mixed in one report.
@@ -23,14 +24,14 @@ from pathlib import Path
 from benchmark.config import SWEEP_KEYS, Config, grid, run_name
 from benchmark.errors import UserError
 from benchmark.fingerprint import config_part, differences
-from benchmark.launchers import Job, Launcher, LocalLauncher
+from benchmark.launchers import Job, Launcher, check_backend, make_launcher
 from benchmark.ownership import FolderLock, claim
 from benchmark.rundir import (FINGERPRINT, REQUESTED, RETRAIN, RUNS, SWEEP_CONFIG, SWEEP_FINGERPRINT, SWEEP_STATUS, TRAIN_LOG,
                               read_config, read_json, read_status, write_config, write_json, write_status)
 
 STOP_GRACE_S = 60  # how long a stopped run may take to record itself and exit before it is killed
 
-PROGRESS = re.compile(r"^(Epoch \d+/\d+|.*val_auroc.*|.*test mean AUROC.*|resuming .*|error: .*)$")
+PROGRESS = re.compile(r"^(Epoch \d+/\d+|.*val_auroc.*|.*test mean AUROC.*|resuming .*|error: .*|running on node .*)$")
 
 
 def plan_runs(cfg: Config) -> list[tuple[str, Config]]:
@@ -97,6 +98,8 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
     runs = plan_runs(cfg)
     if not runs:
         raise UserError("the sweep has no runs")
+    if launcher is None:
+        check_backend(cfg, gpus)
     out = claim_sweep(Path(out))
     with FolderLock(out, "sweep"):
         check_unchanged(out, cfg)
@@ -110,11 +113,13 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
         print(f"sweep {out}: {len(runs)} run(s): {', '.join(n for n, _ in runs)}", flush=True)
         if cfg.dataset == "phantom":
             print("data: the SYNTHETIC phantom data set (not real patients)", flush=True)
-        prepare_caches(cfg, runs)
-        launcher = launcher or LocalLauncher([g.strip() for g in gpus.split(",")] if gpus else None)
-        start = time.perf_counter()
-        scheduler = Scheduler(out, runs, launcher, cfg.run_timeout, on_done=mlflow_logger(out, cfg))
+        launcher = launcher or make_launcher(cfg, gpus)  # before decoding: an unreachable cluster fails fast
         try:
+            if launcher.describe():
+                print(launcher.describe(), flush=True)
+            prepare_caches(cfg, runs)
+            start = time.perf_counter()
+            scheduler = Scheduler(out, runs, launcher, cfg.run_timeout, on_done=mlflow_logger(out, cfg))
             scheduler.run()
         finally:
             launcher.close()
