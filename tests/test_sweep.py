@@ -77,7 +77,7 @@ def test_a_hung_run_is_stopped_by_run_timeout_a_full_disk_is_recorded_and_the_sw
 
     result = run_cli("sweep", "--config", CI_PROFILE, "--out", tmp_path, "--data-root", phantom,
                      "--set", "epochs=2", "--set", "steps_per_epoch=2", "--set", "gradcam_images=0",
-                     "--set", "run_timeout=45", env=fault_env(hang="runs/mobilenet", disk_full="epoch-0002"))
+                     "--set", "run_timeout=45", env=fault_env(hang="runs/mobilenet", disk_full="epoch-0001"))
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     summary = pd.read_csv(tmp_path / "report" / "summary.csv").set_index("run")
     assert summary.loc["mobilenet", "status"] == "failed"
