@@ -26,7 +26,7 @@ def reestimate_bn(model, images, rows, batch_size: int, batches: int, seed: int 
     """Set every trainable BatchNormalization layer's moving statistics to the mean of its batch statistics over
     `batches` training batches ("precise BN"). Short runs from scratch otherwise predict from statistics that lag
     behind the weights, and every image gets the same output. Returns the number of batches used."""
-    from benchmark.pipeline import make_dataset
+    from benchmark.batches import image_batches, make_input
 
     backbone = model.get_layer("backbone")
     if not batches or not backbone.trainable:
@@ -40,8 +40,9 @@ def reestimate_bn(model, images, rows, batch_size: int, batches: int, seed: int 
     dummy = np.zeros((len(rows), 1), np.float32)
     used = 0
     try:
-        for i, (x, _) in enumerate(make_dataset(images, rows, dummy, batch_size, shuffle=True, seed=seed,
-                                                drop_remainder=len(rows) >= batch_size).take(batches), 1):
+        batches_in = make_input(images, rows, dummy, batch_size, shuffle=True, seed=seed,
+                                drop_remainder=len(rows) >= batch_size)
+        for i, x in enumerate(image_batches(batches_in, batches), 1):
             for layer in bns:
                 layer.momentum = 1.0 - 1.0 / i  # the running mean of the batch statistics seen so far
             backbone(preprocess(to_float(x)), training=True)
@@ -145,11 +146,31 @@ class Checkpoint(keras.callbacks.Callback):
         state.epoch_seconds.append(logs.get("epoch_seconds", 0.0))
         state.callbacks = {type(cb).__name__: {k: _plain(getattr(cb, k)) for k in STOPPER_KEYS if hasattr(cb, k)}
                            for cb in self.stoppers}
+        state.rng = rng_state(self.model)
         state.save(self.run_dir / STATE)  # the commit point
         keep = {state.checkpoint, state.best_weights}
         for path in (self.run_dir / CHECKPOINT).glob("*"):
             if f"{CHECKPOINT}/{path.name}" not in keep and (path.name.startswith(("epoch-", "best-"))):
                 path.unlink(missing_ok=True)
+
+
+def _seed_states(model) -> list:
+    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+
+
+def rng_state(model) -> list:
+    """The states of the model's seed generators (dropout, augmentation), in the model's layer order. Keras does
+    not restore them when it loads a model, so a resumed run would draw other dropout masks than an uninterrupted
+    one. (In layer order, not by variable path: a seed generator's path is numbered per process.)"""
+    return [keras.ops.convert_to_numpy(v.value).tolist() for v in _seed_states(model)]
+
+
+def restore_rng_state(model, saved: list) -> None:
+    """Put back the seed-generator states that `rng_state` recorded (nothing if the model has other ones)."""
+    states = _seed_states(model)
+    if saved and len(saved) == len(states):
+        for v, value in zip(states, saved):
+            v.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(v.dtype)))
 
 
 def _plain(value):

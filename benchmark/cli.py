@@ -149,8 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--max-images", type=int, help="use at most this many images")
     pp.add_argument("--repeats", type=int, default=3, help="first passes to time (the median is reported)")
     pp.add_argument("--json", action="store_true")
-    pt = psub.add_parser("train", help="training images/s fed by the real pipeline and by in-memory tensors")
+    pt = psub.add_parser("train", help="training images/s fed by the real pipeline and by in-memory tensors, on "
+                                       "a Keras backend, optionally beside a plain PyTorch network")
     pt.add_argument("--backbone", required=True)
+    pt.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
+                    help="Keras's engine (default: $KERAS_BACKEND, else tensorflow)")
+    pt.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32")
+    pt.add_argument("--reference", choices=("torch",), help="also time torchvision's (or timm's) network of the "
+                                                            "same architecture, same batch, precision, channels-last")
     pt.add_argument("--image-size", type=int, default=224)
     pt.add_argument("--batch-size", type=int, default=32)
     pt.add_argument("--steps", type=int, default=20)
@@ -206,8 +212,11 @@ def cmd_train(args) -> int:
     from benchmark.processes import watch_parent
     from benchmark.training import train_run
 
+    from benchmark.engines import activate
+
     watch_parent()  # a sweep's run ends with the sweep, also where prctl is not available
     cfg = _load_cfg(args, backbone=args.backbone)
+    activate(cfg.keras_backend)  # before Keras is imported
     result = train_run(cfg, args.out)
     print(json.dumps(result))
     return 0
@@ -216,8 +225,10 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from pathlib import Path
 
+    from benchmark.engines import activate_for_run
     from benchmark.ownership import FolderLock
 
+    activate_for_run(args.run)
     with FolderLock(Path(args.run), "command (train, evaluate or a sweep)"):
         if args.dataset:
             from benchmark.evaluation import evaluate_external
@@ -242,8 +253,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from benchmark.engines import activate_for_run
     from benchmark.evaluation import predict_images
 
+    activate_for_run(args.run)
     results = predict_images(args.run, args.images, gradcam_dir=args.gradcam)
     if args.json:
         print(json.dumps(results, indent=1))
@@ -291,9 +304,13 @@ def cmd_perf(args) -> int:
 
         result = perf_report(args.runs, args.images, args.labels, args.bootstrap, args.keep)
     else:
+        from benchmark.engines import activate
+
+        activate(args.backend)  # before Keras is imported
         from benchmark.perf.train import perf_train
 
-        result = perf_train(args.backbone, args.image_size, args.batch_size, args.steps, args.data_root)
+        result = perf_train(args.backbone, args.image_size, args.batch_size, args.steps, args.data_root,
+                            args.precision, args.reference)
     print(json.dumps(result) if args.json else perf.format_result(result))
     return 0
 

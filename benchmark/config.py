@@ -106,6 +106,7 @@ class Config:
     run_timeout: float | None = None  # seconds; a sweep stops a run that takes longer and records it as failed
     mlflow: Any = False  # log each finished run to MLflow: true (a SQLite store in the sweep folder) or a tracking URI
     keep_checkpoint: bool = False  # keep checkpoint/ (the resume state, with the optimiser) after a run finishes
+    keras_backend: str | None = None  # the engine: "tensorflow", "jax" or "torch" (None: $KERAS_BACKEND, else tensorflow)
     backend: str = "local"  # where a sweep's runs execute: "local" (processes here) or "ray" (tasks on a Ray cluster)
     ray_address: str | None = None  # Ray: "auto" (this machine's cluster), HOST:6379, ray://HOST:10001, or "local";
     #                                  None: $RAY_ADDRESS, else a private cluster here ("local")
@@ -118,6 +119,7 @@ class Config:
     finetunes: tuple = ()
     image_sizes: tuple = ()
     seeds: tuple = ()
+    keras_backends: tuple = ()
     name: str = "run"
 
     def replace(self, **changes) -> "Config":
@@ -130,7 +132,8 @@ class Config:
 
 PATH_KEYS = ("data_root", "train_csv", "valid_csv", "test_csv", "cache_dir", "weights_dir")
 SWEEP_KEYS = {"backbones": "backbone", "policies": "policy", "finetunes": "finetune", "image_sizes": "image_size",
-              "seeds": "seed"}
+              "seeds": "seed", "keras_backends": "keras_backend"}
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def _plain(value):
@@ -325,7 +328,7 @@ CHECKS = {
     "bn_reestimate": lambda v: None if v in ("auto", True, False) else "auto, true or false",
     "mlflow": lambda v: None if v in (True, False) or isinstance(v, str) and v else "true, false or a tracking URI",
     "protocol": _choice(("auto", "valid_as_test", "official_test", "carved_test")),
-    "backend": _choice(("local", "ray")), "ray_cpus_per_run": _num(0), "ray_gpus_per_run": _num(0),
+    "backend": _choice(("local", "ray")), "keras_backend": _choice(KERAS_BACKENDS), "ray_cpus_per_run": _num(0), "ray_gpus_per_run": _num(0),
     "score_by": _choice(("auto", "image", "study")), "study_reduce": _choice(("max", "mean")),
 }
 
@@ -356,6 +359,11 @@ def validate(cfg: Config, origin: str = "config") -> Config:
         if weights_for(cfg, b) == "imagenet" and not has_imagenet(b):
             raise UserError(f"{origin}: {b} has no ImageNet weights; train it from scratch with weights: "
                             f"{{default: imagenet, {b}: null}}, or give a file: {{{b}: /path/to/weights}}")
+    engines = {cfg.keras_backend, *cfg.keras_backends} - {None, "tensorflow"}
+    if engines and (cfg.tensorboard or cfg.logical_cpus > 1):
+        key = "tensorboard: true" if cfg.tensorboard else "logical_cpus"
+        raise UserError(f"{origin}: {key} needs TensorFlow, and keras_backend is {' / '.join(sorted(engines))}; "
+                        f"use mlflow: true for training curves, or keras_backend: tensorflow")
     if cfg.val_fraction + cfg.test_fraction >= 1:
         raise UserError(f"{origin}: val_fraction + test_fraction must be below 1, got "
                         f"{cfg.val_fraction} + {cfg.test_fraction}")
@@ -422,6 +430,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     if cfg.external:
         paths["external"] = tuple({**spec, **{k: os.path.abspath(spec[k]) for k in ("data_root", "csv") if spec.get(k)}}
                                   for spec in cfg.external)
+    if cfg.keras_backend is None:  # resolved once, so that a sweep's runs record the engine they ran on
+        paths["keras_backend"] = merge(cfg, {"keras_backend": os.environ.get("KERAS_BACKEND") or "tensorflow"},
+                                       "$KERAS_BACKEND").keras_backend
     return dataclasses.replace(cfg, **paths)
 
 
@@ -454,5 +465,7 @@ def run_name(cfg: Config, varying: set[str]) -> str:
         parts.append(f"{cfg.image_size}px")
     if "seed" in varying:
         parts.append(f"s{cfg.seed}")
+    if "keras_backend" in varying:
+        parts.append(cfg.keras_backend or "tensorflow")
     return "-".join(parts)
 

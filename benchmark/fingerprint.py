@@ -25,6 +25,10 @@ NON_RESULT_KEYS = frozenset({"name", "cache_dir", "run_timeout", "keep_checkpoin
 def config_part(cfg: Config, sweep: bool = False) -> dict:
     """The configuration's keys that decide results (a sweep keeps its axes; a run's are empty)."""
     values = cfg.to_dict()
+    if values.get("keras_backend") in (None, "tensorflow"):  # the default engine: as runs made before the key
+        values.pop("keras_backend", None)
+    if not values.get("keras_backends"):
+        values.pop("keras_backends", None)
     return {k: v for k, v in values.items() if k not in NON_RESULT_KEYS and (sweep or k not in SWEEP_KEYS)}
 
 

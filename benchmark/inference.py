@@ -16,20 +16,28 @@ from benchmark.rundir import MODEL
 def predict_probs(model, images, rows, batch_size: int, tta: bool = False, mirror: bool = False) -> np.ndarray:
     """Probabilities for cache rows, in order; with `tta`, the mean over TenCrop views (mirrored too with
     `mirror`, for models trained with horizontal flips)."""
-    from benchmark.pipeline import make_dataset, ten_crop
+    import keras
+
+    from benchmark.batches import image_batches, make_input
 
     n = len(rows)
     if n == 0:
         return np.zeros((0, model.output_shape[-1]))
     # full batches only (the last one padded, then trimmed): a replica must never get an empty batch
     padded = np.concatenate([rows, np.repeat(rows[-1:], (-n) % batch_size)])
-    ds = make_dataset(images, padded, np.zeros((len(padded), 1), np.float32), batch_size)
+    ds = make_input(images, padded, np.zeros((len(padded), 1), np.float32), batch_size)
     if not tta:
-        return model.predict(ds.map(lambda x, y: x), verbose=0)[:n].astype(np.float64)
+        if hasattr(ds, "map"):  # tf.data: the images alone
+            ds = ds.map(lambda x, y: x)
+        return model.predict(ds, verbose=0)[:n].astype(np.float64)
+    if keras.backend.backend() == "tensorflow":
+        from benchmark.pipeline import ten_crop
+    else:
+        from benchmark.batches import ten_crop
     out = []
-    for x, _ in ds:
+    for x in image_batches(ds):
         crops = ten_crop(x, mirror)
-        out.append(np.mean([model(c, training=False).numpy() for c in crops], axis=0))
+        out.append(np.mean([keras.ops.convert_to_numpy(model(c, training=False)) for c in crops], axis=0))
     return np.concatenate(out)[:n].astype(np.float64)
 
 

@@ -233,6 +233,7 @@ class RunState:
     train_seconds: float = 0.0
     epoch_seconds: list = field(default_factory=list)
     callbacks: dict = field(default_factory=dict)  # the stoppers' counters, by class name
+    rng: list = field(default_factory=list)  # the random layers' seed-generator states (a saved model has none)
     nan: str | None = None  # why the loss stopped being finite (not saved: the run fails)
 
     @classmethod
@@ -255,9 +256,12 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict:
-    """Versions and devices for environment.json (no host name)."""
+    """Versions and devices for environment.json (no host name): the Keras backend and its versions."""
     import keras
     import numpy as np
+
+    if keras.backend.backend() != "tensorflow":
+        return _other_backend_environment(keras, np)
     import tensorflow as tf
 
     info = tf.sysconfig.get_build_info()
@@ -273,6 +277,7 @@ def environment() -> dict:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor_count": os.cpu_count(),
+        "keras_backend": "tensorflow",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
@@ -282,3 +287,26 @@ def environment() -> dict:
         "gpus": names,
         "git_commit": git_commit(),
     }
+
+
+def _other_backend_environment(keras, np) -> dict:
+    """environment.json on Keras's JAX or PyTorch backend (TensorFlow is not imported)."""
+    name = keras.backend.backend()
+    env = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+           "processor_count": os.cpu_count(), "keras_backend": name, "keras": keras.__version__,
+           "numpy": np.__version__}
+    if name == "jax":
+        import jax
+        import jaxlib
+
+        env.update(jax=jax.__version__, jaxlib=jaxlib.__version__,
+                   devices=[f"{d.platform.upper()}:{d.id}" for d in jax.devices()],
+                   gpus=[d.device_kind for d in jax.devices() if d.platform == "gpu"])
+    elif name == "torch":
+        import torch
+
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        env.update(torch=torch.__version__, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                   devices=["CPU:0"] + [f"GPU:{i}" for i in range(len(gpus))], gpus=gpus)
+    env["git_commit"] = git_commit()
+    return env

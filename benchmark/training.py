@@ -35,8 +35,19 @@ class TrainingFailed(UserError):
 
 
 def setup_runtime(cfg: Config):
-    """Seeds, determinism, precision, devices; returns the distribution strategy (or None)."""
+    """Seeds, determinism, precision, devices; returns the distribution strategy (or None). On Keras's JAX and
+    PyTorch backends: seeds and precision only (one device; TensorFlow is not imported)."""
     import keras
+
+    if keras.backend.backend() != "tensorflow":
+        keras.utils.set_random_seed(cfg.seed)
+        if cfg.deterministic:
+            _deterministic(keras.backend.backend())
+        precision = cfg.precision
+        if precision == "auto":
+            precision = "mixed_float16" if _accelerator() else "float32"
+        keras.mixed_precision.set_global_policy(precision)
+        return None
     import tensorflow as tf
 
     if cfg.logical_cpus > 1:
@@ -60,6 +71,32 @@ def setup_runtime(cfg: Config):
     if cfg.logical_cpus > 1:
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     return None
+
+
+def _deterministic(engine: str) -> None:
+    """Deterministic GPU kernels on JAX (an XLA flag, read when JAX first meets its devices) or PyTorch."""
+    if engine == "jax":
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+    else:
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _accelerator() -> bool:
+    """Whether the JAX or PyTorch backend has a GPU."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
 
 
 def phases(cfg: Config) -> list[tuple[int, int, bool, float]]:
@@ -93,8 +130,13 @@ def make_optimizer(cfg: Config, lr: float, steps_per_epoch: int, epochs: int):
 def _compile(model, cfg: Config, lr: float, steps: int, epochs: int, train_targets):
     from benchmark.losses import make_loss
 
+    import keras
+
+    # JAX always compiles its steps (XLA is how it runs: uncompiled, each op is dispatched on its own, ~30x
+    # slower); on TensorFlow `xla` turns on XLA, on PyTorch torch.compile
+    jit = True if keras.backend.backend() == "jax" else bool(cfg.xla)
     model.compile(optimizer=make_optimizer(cfg, lr, steps, epochs),
-                  loss=make_loss(cfg.loss, train_targets, cfg.focal_gamma), jit_compile=bool(cfg.xla))
+                  loss=make_loss(cfg.loss, train_targets, cfg.focal_gamma), jit_compile=jit)
 
 
 def _callbacks(cfg: Config, run_dir: Path, data, state, last_phase: bool) -> list:
@@ -246,10 +288,11 @@ def _record(run_dir: Path, status: str, **extra) -> None:
 def _train(cfg: Config, run_dir: Path, data, fingerprint: dict, log) -> dict:
     import keras
 
+    from benchmark.callbacks import restore_rng_state
     from benchmark.rundir import RunState
     from benchmark.evaluation import finish_run
     from benchmark.inference import register_custom_objects
-    from benchmark.pipeline import make_dataset
+    from benchmark.batches import make_input
     from models.classifier import build_classifier
     from models.flops import count_flops
 
@@ -268,17 +311,18 @@ def _train(cfg: Config, run_dir: Path, data, fingerprint: dict, log) -> dict:
                         f"negatives, so the validation AUROC that early stopping and the best epoch use is undefined; "
                         f"use more validation images (val_fraction) or other labels")
     drop = strategy is not None and len(train.rows) >= cfg.batch_size  # no replica may get an empty batch
-    train_ds = make_dataset(data.images, train.rows, train.targets, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            deterministic=cfg.deterministic, drop_remainder=drop)
     steps = len(train.rows) // cfg.batch_size if drop else math.ceil(len(train.rows) / cfg.batch_size)
     if cfg.steps_per_epoch:
         steps = min(steps, cfg.steps_per_epoch)
-        train_ds = train_ds.repeat()
     state = RunState.load(run_dir / STATE)
+    train_ds = make_input(data.images, train.rows, train.targets, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                          deterministic=cfg.deterministic, drop_remainder=drop, steps=cfg.steps_per_epoch,
+                          first_epoch=state.epochs_done if state.checkpoint else 0)
     with scope():
         if state.epochs_done and state.checkpoint and (run_dir / state.checkpoint).is_file():
             log(f"resuming {run_dir} after epoch {state.epochs_done}")
             model = load_checkpoint(run_dir / state.checkpoint)
+            restore_rng_state(model, state.rng)
             _truncate_history(run_dir, state.epochs_done)
         else:
             state = RunState()

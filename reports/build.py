@@ -26,7 +26,7 @@ from reports.references import references_for
 from reports.runs import find_runs, load_run
 from reports.stats import t_interval
 
-RUN_COLUMNS = ["run", "backbone", "status", "policy", "finetune", "image_size", "seed", "loss", "weights", "protocol",
+RUN_COLUMNS = ["run", "backbone", "engine", "status", "policy", "finetune", "image_size", "seed", "loss", "weights", "protocol",
                "unit"]
 TIMING_COLUMNS = ["params", "flops", "train_images_per_s", "inference_ms_per_image", "train_seconds", "epochs",
                   "best_epoch"]
@@ -46,7 +46,8 @@ def summary_columns() -> list[str]:
 
 def summary_row(run: dict) -> dict:
     cfg, timing = run["config"], run["timing"]
-    row = {"run": run["name"], "backbone": cfg.get("backbone"), "status": run["status"],
+    row = {"run": run["name"], "backbone": cfg.get("backbone"), "engine": cfg.get("keras_backend") or "tensorflow",
+           "status": run["status"],
            "policy": json.dumps(cfg.get("policy")) if isinstance(cfg.get("policy"), dict) else cfg.get("policy"),
            "finetune": cfg.get("finetune"), "image_size": cfg.get("image_size"), "seed": cfg.get("seed"),
            "loss": cfg.get("loss"), "weights": json.dumps(cfg.get("weights")) if isinstance(cfg.get("weights"), dict)
@@ -94,7 +95,7 @@ def seed_groups(rows: list[dict]) -> list[dict]:
     frame = pd.DataFrame([r for r in rows if r.get("test_auroc_macro") is not None])
     if frame.empty or frame["seed"].nunique() < 2:
         return []
-    keys = ["backbone", "policy", "finetune", "image_size", "loss", "weights"]
+    keys = ["backbone", "engine", "policy", "finetune", "image_size", "loss", "weights"]
     out = []
     for key, g in frame.groupby(keys, dropna=False):
         if len(g) > 1:

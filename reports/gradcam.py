@@ -9,19 +9,18 @@ import numpy as np
 
 
 def gradcam(model, batch: np.ndarray, label_index: int) -> np.ndarray:
-    """Class-activation maps (B, S, S) in [0, 1] for one label, for uint8 images (B, S, S, 1)."""
-    import tensorflow as tf
+    """Class-activation maps (B, S, S) in [0, 1] for one label, for uint8 images (B, S, S, 1), on any Keras
+    backend (the gradient is taken with TensorFlow's tape, jax.grad or torch.autograd)."""
+    import keras
 
-    x = model.get_layer("to_float")(tf.convert_to_tensor(batch))
+    x = model.get_layer("to_float")(keras.ops.convert_to_tensor(np.asarray(batch)))
     x = model.get_layer("preprocess")(x)
     backbone, head = model.get_layer("backbone"), model.get_layer("head")
-    with tf.GradientTape() as tape:
-        feats = backbone(x, training=False)
-        tape.watch(feats)
-        score = head(feats, training=False)[:, label_index]
-    grads = tape.gradient(score, feats)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(tf.cast(weights, tf.float32) * tf.cast(feats, tf.float32), axis=-1)).numpy()
+    feats = backbone(x, training=False)
+    grads = _gradient(lambda f: keras.ops.sum(head(f, training=False)[:, label_index]), feats)
+    feats = keras.ops.convert_to_numpy(feats).astype(np.float32)
+    weights = np.mean(keras.ops.convert_to_numpy(grads).astype(np.float32), axis=(1, 2), keepdims=True)
+    cam = np.maximum(np.sum(weights * feats, axis=-1), 0)
     size = batch.shape[1]
     out = np.zeros((len(cam), size, size), np.float32)
     for i, c in enumerate(cam):
@@ -29,6 +28,30 @@ def gradcam(model, batch: np.ndarray, label_index: int) -> np.ndarray:
         top = c.max()
         out[i] = np.clip(c / top, 0, 1) if top > 0 else 0
     return out
+
+
+def _gradient(score, feats):
+    """d score(feats) / d feats on this process's Keras backend."""
+    import keras
+
+    name = keras.backend.backend()
+    if name == "jax":
+        import jax
+
+        return jax.grad(score)(feats)
+    if name == "torch":
+        import torch
+
+        f = feats.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(score(f), f)
+        return grad
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(feats)
+        value = score(feats)
+    return tape.gradient(value, feats)
 
 
 def overlay(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> np.ndarray:

@@ -1,0 +1,44 @@
+"""Keras's engines: TensorFlow (the default and the reference), JAX and PyTorch. A training or inference command
+chooses one before Keras is imported; on JAX and PyTorch, TensorFlow is never imported (see benchmark/batches.py
+for their input path)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from benchmark.errors import UserError
+
+EXTRAS = {"tensorflow": "pip install -e .", "jax": "pip install -e .[jax]", "torch": "pip install -e .[torch]"}
+
+
+def activate(name: str | None) -> str:
+    """Make `name` (or $KERAS_BACKEND, else tensorflow) the Keras backend of this process; a missing engine, or
+    Keras already running on another, is a UserError that says what to do."""
+    name = name or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if name not in EXTRAS:
+        raise UserError(f"keras_backend must be one of {', '.join(EXTRAS)}, got {name!r}")
+    if "keras" in sys.modules:
+        import keras
+
+        current = keras.backend.backend()
+        if current != name:
+            raise UserError(f"Keras already runs on {current} in this process; start a new one with "
+                            f"KERAS_BACKEND={name}")
+        return name
+    if importlib.util.find_spec(name) is None:
+        raise UserError(f"keras_backend {name} needs {name}, which is not installed: {EXTRAS[name]}")
+    os.environ["KERAS_BACKEND"] = name
+    return name
+
+
+def activate_for_run(run) -> str:
+    """The engine for scoring a run: $KERAS_BACKEND if set, else the one the run was trained on."""
+    if os.environ.get("KERAS_BACKEND"):
+        return activate(None)
+    from benchmark.rundir import read_config
+
+    cfg = read_config(Path(run))
+    return activate(getattr(cfg, "keras_backend", None) if cfg else None)
