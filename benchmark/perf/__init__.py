@@ -2,7 +2,7 @@
 the figures go in BENCHMARKS.md.
 
 - `pipeline`: the input pipeline against ImageDataGenerator and the decode limit;
-- `train`: training images/s fed by the pipeline and by in-memory tensors;
+- `train`: training images/s fed by the pipeline and by in-memory tensors, on any Keras backend, beside PyTorch;
 - `report`: the report's time and memory on a fabricated sweep of many runs.
 """
 
@@ -21,5 +21,14 @@ def format_result(r: dict) -> str:
                 f"  cached epochs                      {r['cached']:9.1f}  ({r['cached_vs_first_pass']:.1f}x the first pass)\n"
                 f"  ImageDataGenerator                 {r['image_data_generator']:9.1f}\n"
                 f"  decode limit (OpenCV, all cores)   {r['decode_limit']:9.1f}")
-    return (f"{r['backbone']} at {r['image_size']} px, batch {r['batch_size']}: training images/s fed by the pipeline "
-            f"{r['pipeline']:.1f}, by in-memory tensors {r['in_memory']:.1f} ({100 * r['pipeline_vs_in_memory']:.0f}%)")
+    text = (f"{r['backbone']} at {r['image_size']} px, batch {r['batch_size']}, {r.get('precision', 'float32')}, on "
+            f"{r.get('engine', 'tensorflow')}: training images/s fed by the pipeline {r['pipeline']:.1f}, by in-memory "
+            f"tensors {r['in_memory']:.1f} ({100 * r['pipeline_vs_in_memory']:.0f}%)")
+    ref = r.get("reference")
+    if ref:
+        if ref["images_per_s"]:
+            text += (f"\n  PyTorch reference ({ref['source']}, {ref['device']}): {ref['images_per_s']:.1f} images/s; "
+                     f"ours in memory / reference = {r['in_memory_vs_reference']:.2f}")
+        else:
+            text += f"\n  {ref['note']}"
+    return text
