@@ -60,10 +60,10 @@ def wait_for_epochs(proc, state_file: Path, epochs_done: int, timeout: float) ->
         time.sleep(0.05)
 
 
-def kill_9_when(args, state_file: Path, epochs_done: int, timeout: float) -> None:
+def kill_9_when(args, state_file: Path, epochs_done: int, timeout: float, env=None) -> None:
     """Start `python -m benchmark ARGS`, wait until `state_file` records `epochs_done` epochs, or the command
     ends, or `timeout` s pass, then kill it with SIGKILL."""
-    proc = start_cli(*args)
+    proc = start_cli(*args, env=env)
     wait_for_epochs(proc, state_file, epochs_done, timeout)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -133,6 +133,15 @@ FAULTS = ROOT / "tests" / "faults"
 def fault_env(**faults) -> dict:
     """The environment for a command with faults injected (see tests/faults/sitecustomize.py)."""
     return {"PYTHONPATH": f"{FAULTS}{os.pathsep}{ROOT}", **{f"CXR_TEST_{k.upper()}": v for k, v in faults.items()}}
+
+
+NO_TENSORFLOW = ROOT / "tests" / "no_tensorflow"
+
+
+def engine_env(name: str) -> dict:
+    """The environment for a command on Keras's `name` backend with TensorFlow absent (any import of it fails,
+    in the command and in every process it starts)."""
+    return {"KERAS_BACKEND": name, "PYTHONPATH": f"{NO_TENSORFLOW}{os.pathsep}{ROOT}"}
 
 
 def tree_state(folder: Path) -> dict:

@@ -29,7 +29,7 @@ def test_a_sweep_on_a_local_ray_cluster_gives_the_local_runners_runs_statuses_an
     # one run that trains and one that fails (16 px is too small for MobileNet); deterministic, so that the
     # numbers too must be the same (without it, parallel batch reading may reorder an epoch's batches)
     grid = ("--config", CI_PROFILE, "--data-root", phantom, "--set", "backbones=[mobilenet]",
-            "--set", "image_sizes=[32, 16]", "--deterministic")
+            "--set", "image_sizes=[32, 16]", "--set", "steps_per_epoch=4", "--deterministic")
     local = run_cli("sweep", *grid, "--out", tmp_path / "local", timeout=420)
     assert local.returncode == 1, local.stdout[-3000:] + local.stderr[-3000:]
     result = run_cli("sweep", *grid, "--out", tmp_path / "ray", "--backend", "ray", "--ray-address", "local",
@@ -55,6 +55,7 @@ def test_a_node_lost_mid_run_the_run_resumes_elsewhere_and_no_finished_run_is_re
         assert info["address"].startswith("127.0.0.1:")
         out = tmp_path / "sweep"
         args = ["sweep", "--config", CI_PROFILE, "--out", out, "--data-root", phantom, "--set", "epochs=4",
+                "--set", "steps_per_epoch=5", "--set", "gradcam_images=0", "--set", "early_stopping_patience=10",
                 "--backend", "ray", "--ray-address", info["address"]]
         sweep = subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=ROOT,
                                  env={**__import__("os").environ, **LOOPBACK}, stdout=subprocess.PIPE,
