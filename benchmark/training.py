@@ -154,10 +154,10 @@ def _callbacks(cfg: Config, run_dir: Path, data, state, last_phase: bool) -> lis
                                                           patience=cfg.plateau_patience, min_lr=1e-7, verbose=1))
     cbs = [ValidationScore(data.images, train.rows, val.rows, val.truth, cfg.batch_size, reestimate_batches(cfg),
                            cfg.seed, state),
-           NaNGuard(state), keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True), *stoppers]
-    if cfg.tensorboard:
+           NaNGuard(state), keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)]
+    if cfg.tensorboard:  # before the stoppers: it reads the optimiser's learning rate, which the plateau may lower
         cbs.append(keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD)))
-    cbs.append(Checkpoint(run_dir, state, stoppers))
+    cbs += [*stoppers, Checkpoint(run_dir, state, stoppers)]
     return cbs
 
 

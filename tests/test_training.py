@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(phantom, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "mobilenet"
-    cfg = tiny_config(phantom, backbone="mobilenet", epochs=2, learning_rate=0.003, augment=False)
+    cfg = tiny_config(phantom, backbone="mobilenet", epochs=2, learning_rate=0.003, augment=False, tensorboard=True)
     summary = train_run(cfg, out, log=lambda *a: None)
     return out, cfg, summary
 
@@ -126,11 +126,13 @@ def test_nan_loss_stops_and_is_recorded(phantom, tmp_path, monkeypatch):
     assert status["status"] == "failed" and "lower learning_rate" in status["error"]
 
 
-def test_resume_after_kill_9(phantom, tmp_path):
+def test_resume_after_kill_9_with_a_mirrored_strategy_on_two_logical_cpus(phantom, tmp_path):
+    """Killed with SIGKILL after two epochs, the same command resumes after the last finished one; on two logical
+    CPUs, so that MirroredStrategy (the multi-GPU path) trains, saves and resumes too."""
     out = tmp_path / "run"
     args = ["train", "--config", CI_PROFILE, "--backbone", "mobilenet", "--out", out,
             "--data-root", phantom, "--set", "epochs=6", "--set", "steps_per_epoch=2", "--set", "gradcam_images=0",
-            "--set", "early_stopping_patience=10"]
+            "--set", "early_stopping_patience=10", "--set", "logical_cpus=2"]
     state = out / "checkpoint" / "state.json"
     kill_9_when(args, state, epochs_done=2, timeout=300)
     saved = json.loads(state.read_text())
@@ -147,14 +149,7 @@ def test_resume_after_kill_9(phantom, tmp_path):
     assert json.loads((out / "timing.json").read_text())["epochs"] == 6
     assert json.loads((out / "status.json").read_text())["status"] == "done"
     assert not (out / "checkpoint").exists()  # the resume state is removed once the run is done
-
-
-def test_mirrored_strategy_on_two_logical_cpus(phantom, tmp_path):
-    result = run_cli("train", "--config", CI_PROFILE, "--backbone", "mobilenet", "--out", tmp_path,
-                     "--data-root", phantom, "--set", "epochs=1", "--set", "steps_per_epoch=2",
-                     "--set", "logical_cpus=2", "--set", "gradcam_images=0")
-    assert result.returncode == 0, result.stderr[-2000:]
-    env = json.loads((tmp_path / "environment.json").read_text())
+    env = json.loads((out / "environment.json").read_text())
     assert sum("CPU" in d for d in env["devices"]) == 2
 
 
@@ -249,17 +244,15 @@ def test_a_validation_split_without_both_classes_is_refused_before_training(phan
                                                              "with both positives and negatives")
 
 
-def test_tensorboard_writes_loss_validation_auroc_and_learning_rate_per_epoch(phantom, tmp_path):
+def test_tensorboard_writes_loss_validation_auroc_and_learning_rate_per_epoch(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
 
-    cfg = tiny_config(phantom, backbone="mobilenet", epochs=2, steps_per_epoch=2, gradcam_images=0, bootstrap=0,
-                      tensorboard=True, keep_checkpoint=False)
-    train_run(cfg, tmp_path, log=lambda *a: None)
-    hist = pd.read_csv(tmp_path / "history.csv")
+    out = trained[0]
+    hist = pd.read_csv(out / "history.csv")
     seen = {}
     for part in ("train", "validation"):
-        acc = EventAccumulator(str(tmp_path / "tensorboard" / part), size_guidance={"tensors": 0}).Reload()
+        acc = EventAccumulator(str(out / "tensorboard" / part), size_guidance={"tensors": 0}).Reload()
         for tag in acc.Tags()["tensors"]:  # Keras 3 writes tensor events
             if tag.startswith("epoch_"):
                 seen[f"{part}/{tag}"] = [float(make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
