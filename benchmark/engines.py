@@ -31,7 +31,20 @@ def activate(name: str | None) -> str:
     if importlib.util.find_spec(name) is None:
         raise UserError(f"keras_backend {name} needs {name}, which is not installed: {EXTRAS[name]}")
     os.environ["KERAS_BACKEND"] = name
+    if name != "tensorflow":
+        _keep_tensorflow_out()
     return name
+
+
+def _keep_tensorflow_out() -> None:
+    """Keras probes for TensorFlow wherever it is installed (`tf.available`: when it saves a model, when it sets
+    the random seed) and imports it to do so. On the JAX and PyTorch backends nothing here uses TensorFlow, so
+    Keras is told it is absent: it is then neither imported nor needed."""
+    import keras  # noqa: F401  (on the backend chosen above)
+    from keras.src.utils import module_utils
+
+    if module_utils.tensorflow.module is None:
+        module_utils.tensorflow._available = False
 
 
 def activate_for_run(run) -> str:

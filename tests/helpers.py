@@ -138,10 +138,11 @@ def fault_env(**faults) -> dict:
 NO_TENSORFLOW = ROOT / "tests" / "no_tensorflow"
 
 
-def engine_env(name: str) -> dict:
-    """The environment for a command on Keras's `name` backend with TensorFlow absent (any import of it fails,
-    in the command and in every process it starts)."""
-    return {"KERAS_BACKEND": name, "PYTHONPATH": f"{NO_TENSORFLOW}{os.pathsep}{ROOT}"}
+def engine_env(name: str, log: Path) -> dict:
+    """The environment for a command on Keras's `name` backend with TensorFlow absent: any import of it fails, in
+    the command and in every process it starts, and is recorded in `log` (which must stay absent)."""
+    return {"KERAS_BACKEND": name, "PYTHONPATH": f"{NO_TENSORFLOW}{os.pathsep}{ROOT}",
+            "CXR_TEST_TENSORFLOW_LOG": str(log)}
 
 
 def tree_state(folder: Path) -> dict:
