@@ -107,7 +107,7 @@ def check_backend(cfg, gpus: str | None = None) -> None:
                             "(--set ray_gpus_per_run=1) and Ray places it")
         from benchmark.ray_launcher import import_ray
 
-        import_ray()
+        import_ray(cfg.ray_address)
 
 
 def make_launcher(cfg, gpus: str | None = None) -> "Launcher":

@@ -37,7 +37,11 @@ FORWARDED = ("CXR_BENCH_", "KERAS_", "TF_", "PYTHONPATH", "HF_", "CUDA_VISIBLE_D
 NODE_LINE = "running on node"
 
 
-def import_ray():
+def import_ray(address: str | None = None):
+    """Ray, or a UserError with the install hint. For a private cluster here (`address` "local", or None without
+    $RAY_ADDRESS), Ray is told first to keep it on 127.0.0.1 (it reads LOOPBACK when it is imported)."""
+    if (address or os.environ.get("RAY_ADDRESS") or "local") == "local":
+        os.environ.setdefault(LOOPBACK, "0")
     try:
         import ray
     except ImportError:
@@ -66,7 +70,11 @@ def run_contract(run_dir: str, gpus: float, env: dict, cwd: str) -> int:
                                 cwd=cwd if os.path.isdir(cwd) else None,
                                 env=child_environment(extra, parent=os.getpid()), preexec_fn=_die_with_parent)
         try:
-            return proc.wait()
+            while True:  # in short waits: a cancel (KeyboardInterrupt) is not delivered inside a blocking wait
+                try:
+                    return proc.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    pass
         except (KeyboardInterrupt, SystemExit):
             proc.send_signal(signal.SIGTERM)
             try:
@@ -84,9 +92,7 @@ class RayLauncher(Launcher):
     def __init__(self, address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: float = 1.0,
                  local_cpus: int | None = None):
         address = address or os.environ.get("RAY_ADDRESS") or "local"
-        if address == "local":
-            os.environ.setdefault(LOOPBACK, "0")  # read when Ray is imported: nothing listens beyond this machine
-        ray = import_ray()
+        ray = import_ray(address)
         self.ray = ray
         kwargs = dict(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
         handler = signal.getsignal(signal.SIGTERM)

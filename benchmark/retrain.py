@@ -68,12 +68,12 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
             chosen.append((name, run_cfg))
         all_runs = list(plan.items())
         launcher = launcher or make_launcher(cfg, gpus)
-        prepare_caches(cfg, chosen)
-        print(f"retraining {len(chosen)} run(s) of {out}: {', '.join(n for n, _ in chosen)}"
-              + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""), flush=True)
-        scheduler = Scheduler(out, chosen, launcher, cfg.run_timeout, total=len(all_runs),
-                              index={name: i for i, (name, _) in enumerate(all_runs, 1)})
         try:
+            prepare_caches(cfg, chosen)
+            print(f"retraining {len(chosen)} run(s) of {out}: {', '.join(n for n, _ in chosen)}"
+                  + (f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else ""), flush=True)
+            scheduler = Scheduler(out, chosen, launcher, cfg.run_timeout, total=len(all_runs),
+                                  index={name: i for i, (name, _) in enumerate(all_runs, 1)})
             scheduler.run()
         finally:
             launcher.close()
