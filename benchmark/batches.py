@@ -4,8 +4,9 @@
 Both give batches of uint8 grayscale (B, S, S, 1) with float32 targets (NaN = ignored), read as sorted gathers
 from the cache's memory map; the model casts, augments and normalises them on the accelerator (models/layers.py),
 so augmentation is the same on every backend. Shuffling differs in one respect, to the PyDataset's advantage: its
-order in epoch E is a function of (seed, E) alone, so a run resumed after an interruption sees the same batches as
-one that was not interrupted.
+order is a function of the seed and the epoch's count (Keras also counts one epoch end before each `fit`), so a run
+resumed after an interruption within a fine-tuning phase sees the same batches as one that was not interrupted
+(a run resumed across the phase boundary of `finetune: gradual` sees another, still seeded, order).
 """
 
 from __future__ import annotations

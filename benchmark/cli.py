@@ -307,6 +307,10 @@ def cmd_perf(args) -> int:
         from benchmark.engines import activate
 
         activate(args.backend)  # before Keras is imported
+        if args.reference == "torch":
+            from benchmark.perf.reference import check_available
+
+            check_available()  # before minutes of measuring
         from benchmark.perf.train import perf_train
 
         result = perf_train(args.backbone, args.image_size, args.batch_size, args.steps, args.data_root,

@@ -95,17 +95,24 @@ JAX_SETS = (*FAST, "epochs=3", "steps_per_epoch=2", "early_stopping_patience=10"
 def jax_sweep(phantom, tmp_path_factory):
     """A sweep of two backbones under KERAS_BACKEND=jax with TensorFlow absent."""
     out = tmp_path_factory.mktemp("jax") / "sweep"
+    log = out.parent / "tensorflow-imports.txt"
     args = ["sweep", "--config", CI_PROFILE, "--out", out, "--data-root", phantom]
     for item in (*JAX_SETS, "gradcam_images=1"):
         args += ["--set", item]
-    return out, run_cli(*args, env=engine_env("jax"), timeout=900)
+    return out, run_cli(*args, env=engine_env("jax", log), timeout=900), log
+
+
+def assert_no_tensorflow(log):
+    """Nothing tried to import TensorFlow (tests/no_tensorflow records every attempt, even a caught one)."""
+    assert not log.exists(), log.read_text()[-3000:]
 
 
 @needs_jax
 @pytest.mark.slow
 def test_jax_sweep_evaluate_and_report_without_tensorflow(jax_sweep):
-    out, result = jax_sweep
+    out, result, log = jax_sweep
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_no_tensorflow(log)
     for name in ("mobilenet", "resnet34"):
         run = out / "runs" / name
         assert_run_contract(run, epochs=3)
@@ -117,8 +124,9 @@ def test_jax_sweep_evaluate_and_report_without_tensorflow(jax_sweep):
     assert summary["test_auroc_macro"].between(0, 1).all() and (summary["engine"] == "jax").all()
     run = out / "runs" / "mobilenet"
     before = pd.read_csv(run / "predictions_test.csv")
-    result = run_cli("evaluate", "--run", run, "--tta", env=engine_env("jax"), timeout=600)  # NumPy TenCrop
+    result = run_cli("evaluate", "--run", run, "--tta", env=engine_env("jax", log), timeout=600)  # NumPy TenCrop
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_no_tensorflow(log)
     assert 0 <= json.loads(result.stdout)["auroc_macro"] <= 1
     tta = pd.read_csv(run / "predictions_test_tta.csv")
     assert len(tta) == len(before) and not np.allclose(tta.filter(like="y_prob_"), before.filter(like="y_prob_"))
@@ -128,10 +136,11 @@ def test_jax_sweep_evaluate_and_report_without_tensorflow(jax_sweep):
 @needs_jax
 @pytest.mark.slow
 def test_jax_run_resumed_after_kill_9_predicts_as_one_never_killed(jax_sweep, phantom, tmp_path):
-    out, result = jax_sweep
+    out, result, _ = jax_sweep
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     whole = out / "runs" / "mobilenet"  # the same settings, never interrupted
-    env = engine_env("jax")
+    log = tmp_path / "tensorflow-imports.txt"
+    env = engine_env("jax", log)
     sets = (*JAX_SETS, "gradcam_images=0")
     killed = tmp_path / "killed"
     state = killed / "checkpoint" / "state.json"
@@ -147,6 +156,7 @@ def test_jax_run_resumed_after_kill_9_predicts_as_one_never_killed(jax_sweep, ph
     a = pd.read_csv(whole / "predictions_test.csv").filter(like="y_prob_").to_numpy()
     b = pd.read_csv(killed / "predictions_test.csv").filter(like="y_prob_").to_numpy()
     np.testing.assert_allclose(b, a, atol=1e-5)
+    assert_no_tensorflow(log)
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (pip install -e .[torch]; CI installs no "
@@ -154,8 +164,30 @@ def test_jax_run_resumed_after_kill_9_predicts_as_one_never_killed(jax_sweep, ph
 @pytest.mark.slow
 def test_torch_trains_one_epoch_without_tensorflow(phantom, tmp_path):
     out = tmp_path / "run"
+    log = tmp_path / "tensorflow-imports.txt"
     result = run_cli(*train_args(out, phantom, *FAST, "epochs=1", "steps_per_epoch=2", "gradcam_images=1"),
-                     env=engine_env("torch"), timeout=600)
+                     env=engine_env("torch", log), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_no_tensorflow(log)
     assert_run_contract(out, epochs=1)
     assert json.loads((out / "environment.json").read_text())["keras_backend"] == "torch"
+
+
+@needs_jax
+@pytest.mark.slow
+def test_perf_train_on_jax_beside_the_pytorch_reference(tmp_path):
+    log = tmp_path / "tensorflow-imports.txt"
+    args = ["perf", "train", "--backbone", "resnet34", "--backend", "jax", "--image-size", 32, "--batch-size", 4,
+            "--steps", 2, "--json"]
+    if not HAS_TORCH:
+        one_line_error(run_cli(*args, "--reference", "torch", env=engine_env("jax", log), timeout=600),
+                       "--reference torch needs PyTorch", "pip install -e .[torch]")
+    result = run_cli(*args, *(["--reference", "torch"] if HAS_TORCH else []), env=engine_env("jax", log),
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["engine"] == "jax" and out["pipeline"] > 0 and out["in_memory"] > 0
+    if HAS_TORCH:
+        assert out["reference"]["images_per_s"] > 0 and "resnet34" in out["reference"]["source"]
+        assert out["in_memory_vs_reference"] == pytest.approx(out["in_memory"] / out["reference"]["images_per_s"])
+    assert_no_tensorflow(log)

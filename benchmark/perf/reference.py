@@ -7,6 +7,7 @@ any machine."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 import time
@@ -60,10 +61,17 @@ def _torchvision_models(module: str):
                 " (its model code; its compiled operators do not match this PyTorch)")
 
 
+def check_available() -> None:
+    """A UserError with the install hint where PyTorch or torchvision is missing."""
+    for name in ("torch", "torchvision"):
+        if importlib.util.find_spec(name) is None:
+            what = "PyTorch" if name == "torch" else "torchvision"
+            raise UserError(f"--reference torch needs {what}, which is not installed: {INSTALL_HINT}")
+
+
 def reference_rate(backbone: str, batch: np.ndarray, targets: np.ndarray, precision: str, steps: int) -> dict:
     """Training images/s of the PyTorch reference of `backbone` on one uint8 batch (B, S, S, 1) repeated."""
-    if importlib.util.find_spec("torch") is None:
-        raise UserError(f"--reference torch needs PyTorch, which is not installed: {INSTALL_HINT}")
+    check_available()
     import torch
 
     found = reference_builder(backbone)

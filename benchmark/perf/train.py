@@ -1,6 +1,7 @@
 """`perf train`: training images/s of one backbone on this process's Keras backend (TensorFlow, JAX or PyTorch),
 fed by the real input path and by one in-memory batch repeated, and with `--reference torch` beside a plain
-PyTorch network of the same architecture (benchmark/perf/reference.py)."""
+PyTorch network of the same architecture (benchmark/perf/reference.py). Without augmentation, as the reference
+has none (and JAX compiles it slowly on a CPU)."""
 
 from __future__ import annotations
 
@@ -55,9 +56,12 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
             # which changes the network's speed (either way, by network), not the feeding
             memory = tf.data.Dataset.from_tensor_slices((x, targets[:batch_size])).cache().repeat().batch(batch_size)
             feeds = {"in_memory": (memory, memory), "pipeline": (real, real)}
-        else:  # PyDatasets sized to the steps: the cache's rows, and the first batch's rows over and over
+        else:  # PyDatasets sized to the steps: the cache's rows (repeated where fewer), and one batch's rows over
+            # and over (its pages stay in memory; the gather is the PyDataset's own cost)
             def pipeline(n):
-                return make_input(cache.images, rows, targets, batch_size, shuffle=True, drop_remainder=True, steps=n)
+                reps = -(-n * batch_size // len(rows))
+                return make_input(cache.images, np.tile(rows, reps), np.tile(targets, (reps, 1)), batch_size,
+                                  shuffle=True, drop_remainder=True, steps=n)
 
             def memory(n):
                 return CacheBatches(cache.images, np.tile(rows[:batch_size], n), np.tile(targets[:batch_size], (n, 1)),
