@@ -3,7 +3,7 @@
 #   ./run_all.sh                      set up .venv, make the phantom data set, run the quick sweep, print the report path
 #   ./run_all.sh test                 set up .venv and run the test suite
 #   ./run_all.sh setup                set up .venv only (idempotent: seconds when nothing changed)
-#   ./run_all.sh --config configs/X.yaml [--data-root DIR] [--out DIR] [--set key=value ...] [--backend ray]
+#   ./run_all.sh --config configs/X.yaml [--data-root DIR] [--out DIR] [--set key=value ...] [--launcher ray]
 #   ./run_all.sh retrain --sweep DIR RUN [RUN ...] [--set key=value ...] [--discard]
 set -euo pipefail
 cd "$(dirname "$0")"

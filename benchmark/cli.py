@@ -30,10 +30,11 @@ def _config_args(p: argparse.ArgumentParser, dataset_required: bool = False) -> 
                    help="override a config key with a YAML value, e.g. --set epochs=2 --set weights=null")
 
 
-def _backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("local", "ray"),
-                   help="where the runs execute: local processes (default) or a Ray cluster (pip install -e .[ray])")
-    p.add_argument("--ray-address", help="with --backend ray: auto (this machine's cluster), HOST:6379, "
+def _launcher_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--launcher", "--backend", dest="launcher", choices=("local", "ray"),
+                   help="where the runs execute: local processes (default) or a Ray cluster (pip install -e .[ray]); "
+                        "--backend is its earlier name")
+    p.add_argument("--ray-address", help="with --launcher ray: auto (this machine's cluster), HOST:6379, "
                                          "ray://HOST:10001, or local (a private cluster here; the default without "
                                          "$RAY_ADDRESS)")
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--workers", type=int, default=0, help="processes (default: every core)")
 
     sub.add_parser("models", help="list the registered backbones with parameter counts")
+    sub.add_parser("config-keys", help="every configuration key with its default and what it is (markdown table)")
 
     dr = sub.add_parser("doctor", help="what this machine offers, and training images/s per backbone in float32, "
                                        "mixed precision and with XLA")
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(sw)
     sw.add_argument("--out", required=True, help="the sweep directory (re-running resumes it)")
     sw.add_argument("--gpus", help="comma-separated GPU ids to run in parallel, one run per GPU")
-    _backend_args(sw)
+    _launcher_args(sw)
 
     rt = sub.add_parser("retrain", help="train some runs of a sweep again (its configuration plus --set), then report")
     rt.add_argument("--sweep", required=True, help="the sweep folder")
@@ -135,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--discard", action="store_true",
                     help="delete the previous run folders instead of keeping them under a dated name")
     rt.add_argument("--gpus", help="comma-separated GPU ids to run in parallel, one run per GPU")
-    _backend_args(rt)
+    _launcher_args(rt)
 
     perf = sub.add_parser("perf", help="throughput benchmarks")
     psub = perf.add_subparsers(dest="perf_command", metavar="WHAT")
@@ -152,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt = psub.add_parser("train", help="training images/s fed by the real pipeline and by in-memory tensors, on "
                                        "a Keras backend, optionally beside a plain PyTorch network")
     pt.add_argument("--backbone", required=True)
-    pt.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
+    pt.add_argument("--engine", "--backend", dest="engine", choices=("tensorflow", "jax", "torch"),
                     help="Keras's engine (default: $KERAS_BACKEND, else tensorflow)")
     pt.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"), default="float32")
     pt.add_argument("--reference", choices=("torch",), help="also time torchvision's (or timm's) network of the "
@@ -196,6 +198,13 @@ def cmd_doctor(args) -> int:
     result = doctor(backbones, args.image_size, args.batch_size, args.steps, pipeline=not args.no_pipeline,
                     log=None if args.json else (lambda line: print(line, flush=True)), budget=args.budget)
     print(json.dumps(result) if args.json else "\n" + format_doctor(result))
+    return 0
+
+
+def cmd_config_keys(args) -> int:
+    from benchmark.config import key_table
+
+    print(key_table(), end="")
     return 0
 
 
@@ -280,7 +289,7 @@ def cmd_report(args) -> int:
 def cmd_sweep(args) -> int:
     from benchmark.sweep import run_sweep
 
-    cfg = _load_cfg(args, backend=args.backend, ray_address=args.ray_address)
+    cfg = _load_cfg(args, launcher=args.launcher, ray_address=args.ray_address)
     return run_sweep(cfg, args.out, gpus=args.gpus)
 
 
@@ -288,7 +297,7 @@ def cmd_retrain(args) -> int:
     from benchmark.retrain import retrain
 
     return retrain(args.sweep, args.runs, args.set, discard=args.discard, gpus=args.gpus,
-                   where={"backend": args.backend, "ray_address": args.ray_address})
+                   where={"launcher": args.launcher, "ray_address": args.ray_address})
 
 
 def cmd_perf(args) -> int:
@@ -306,7 +315,7 @@ def cmd_perf(args) -> int:
     else:
         from benchmark.engines import activate
 
-        activate(args.backend)  # before Keras is imported
+        activate(args.engine)  # before Keras is imported
         if args.reference == "torch":
             from benchmark.perf.reference import check_available
 
@@ -319,7 +328,8 @@ def cmd_perf(args) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "models": cmd_models, "doctor": cmd_doctor, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"data": cmd_data, "models": cmd_models, "config-keys": cmd_config_keys, "doctor": cmd_doctor,
+            "train": cmd_train, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "retrain": cmd_retrain,
             "perf": cmd_perf}
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -24,177 +24,34 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("plateau", "cosine", "constant")
 
 
-@dataclass(frozen=True)
-class Config:
-    """Everything one training run (or a sweep of them) needs. Field names are the YAML / --set keys."""
 
-    # --- data ---
-    dataset: str = "phantom"
-    data_root: str | None = None
-    train_csv: str | None = None  # default: the data set's own file under data_root
-    valid_csv: str | None = None
-    test_csv: str | None = None  # official test labels (CheXpert's released test set); default: found beside train.csv
-    protocol: str = "auto"  # which images are test and validation: see benchmark/data/protocols.py
-    score_by: str = "auto"  # "image" or "study" (views of a study reduced by study_reduce); auto: the format's
-    study_reduce: str = "max"  # "max" or "mean" over a study's views
-    external: tuple = ()  # external test sets scored at the end of each run: [{dataset: nih, data_root: DIR}, ...]
-    labels: Any = "competition5"  # a name from benchmark.data.labels.LABEL_SETS, "all", or a list
-    policy: Any = "mixed"  # one of POLICIES, or {label: policy}
-    blank: str = "negative"  # "negative" (the CheXpert paper's convention) or "ignore"
-    views: str = "frontal"  # "frontal" or "all"
-    projections: Any = None  # e.g. [AP, PA]; None keeps every projection
-    val_fraction: float = 0.1  # used when the data set has no official validation set
-    test_fraction: float = 0.1  # carved from train by patient when there is no official test set
-    split_seed: int = 0
-    max_train_images: int | None = None  # subsample the training split by patient (quick experiments)
-    path_column: str = "Path"  # csv data sets
-    patient_column: str | None = None  # csv data sets; default: each image is its own patient
-    split_column: str | None = None  # csv data sets: a column holding train / val / test
-    image_size: int = 224
-    resize: str = "crop"  # aspect-preserving resize, then "crop" (centre) or "pad"
-    equalize: str = "none"  # "none", "hist" or "clahe"
-    cache_dir: str | None = None  # default: $CXR_BENCH_CACHE or ~/.cache/cxr-bench
-    skip_bad_images: bool = False
-    max_image_pixels: int = 100_000_000  # an image whose header announces more is a bad image (decompression bombs)
-    phantom_images: int = 2000  # when dataset=phantom and the data root does not exist yet
-    phantom_size: int = 128
-
-    # --- model ---
-    backbone: str = "densenet121"
-    weights: Any = "imagenet"  # "imagenet", null, a weights file or timm folder, or {default: ..., resnet34: ...}
-    weights_dir: str | None = None  # pretrained weight files looked for here before any download ($CXR_BENCH_WEIGHTS)
-    finetune: str = "full"
-    gradual_epochs: int = 1  # finetune=gradual: epochs with a frozen backbone
-    gradual_lr_factor: float = 0.1  # finetune=gradual: learning rate factor once everything trains
-    dropout: float = 0.2
-    head_hidden: int = 0  # units of an optional hidden layer in the head
-    per_label_heads: bool = False
-    bn_momentum: float | None = None  # None: 0.9 when training from scratch (weights=null), else the backbone's
-    bn_reestimate: Any = "auto"  # re-estimate BatchNorm statistics before each validation: auto (from scratch only)
-    bn_reestimate_batches: int = 10  # ... from this many training batches
-
-    # --- training ---
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 1e-4  # adamw only
-    momentum: float = 0.9  # sgd only
-    schedule: str = "plateau"
-    warmup_epochs: int = 0  # cosine only
-    plateau_factor: float = 0.1
-    plateau_patience: int = 1
-    early_stopping_patience: int = 3
-    loss: str = "bce"
-    focal_gamma: float = 2.0
-    augment: bool = True
-    rotation: float = 5.0  # degrees
-    shift: float = 0.05  # fraction of the image
-    zoom: float = 0.1
-    brightness: float = 0.1
-    contrast: float = 0.1
-    hflip: bool = False  # off: the heart is on the left, and flips would teach the network dextrocardia is normal
-    seed: int = 0
-    deterministic: bool = False
-    precision: str = "auto"  # "auto" (mixed_float16 on a GPU, float32 otherwise), "float32", "mixed_float16", "mixed_bfloat16"
-    xla: bool = False
-    tensorboard: bool = False
-    steps_per_epoch: int | None = None  # cap the steps per epoch (smoke tests)
-    logical_cpus: int = 0  # >1 splits the CPU into that many devices for MirroredStrategy (tests the multi-GPU path)
-    gradcam_images: int = 6
-    bootstrap: int = 1000
-    run_timeout: float | None = None  # seconds; a sweep stops a run that takes longer and records it as failed
-    mlflow: Any = False  # log each finished run to MLflow: true (a SQLite store in the sweep folder) or a tracking URI
-    keep_checkpoint: bool = False  # keep checkpoint/ (the resume state, with the optimiser) after a run finishes
-    keras_backend: str | None = None  # the engine: "tensorflow", "jax" or "torch" (None: $KERAS_BACKEND, else tensorflow)
-    backend: str = "local"  # where a sweep's runs execute: "local" (processes here) or "ray" (tasks on a Ray cluster)
-    ray_address: str | None = None  # Ray: "auto" (this machine's cluster), HOST:6379, ray://HOST:10001, or "local";
-    #                                  None: $RAY_ADDRESS, else a private cluster here ("local")
-    ray_cpus_per_run: float = 1.0  # Ray: CPUs each run asks for
-    ray_gpus_per_run: float | None = None  # Ray: GPUs each run asks for (None: 1 on a cluster with GPUs, else 0)
-
-    # --- sweep grid (empty: the single value above) ---
-    backbones: tuple = ()
-    policies: tuple = ()
-    finetunes: tuple = ()
-    image_sizes: tuple = ()
-    seeds: tuple = ()
-    keras_backends: tuple = ()
-    name: str = "run"
-
-    def replace(self, **changes) -> "Config":
-        """A copy with some keys changed (validated)."""
-        return validate(dataclasses.replace(self, **changes))
-
-    def to_dict(self) -> dict:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
-
-
-PATH_KEYS = ("data_root", "train_csv", "valid_csv", "test_csv", "cache_dir", "weights_dir")
-SWEEP_KEYS = {"backbones": "backbone", "policies": "policy", "finetunes": "finetune", "image_sizes": "image_size",
-              "seeds": "seed", "keras_backends": "keras_backend"}
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+LAUNCHERS = ("local", "ray")
 
 
-def _plain(value):
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+@dataclass(frozen=True)
+class KeySpec:
+    """One configuration key, declared once: everything that lists keys (the checks, the fingerprint, the keys that
+    make a configuration, the public report's redaction, configs/README.md's table) is derived from these."""
+
+    name: str
+    default: Any
+    doc: str
+    check: Callable[[Any], str | None] | None = None  # returns what was expected, or None when the value is fine
+    result: bool = True  # changes a run's results: part of its fingerprint and of its configuration
+    path: bool = False  # a file or folder: made absolute when loaded, redacted in public reports
+    path_fields: tuple = ()  # for a list of mappings (external): the entries that are paths
+    secret: bool = False  # may hold credentials: redacted in public reports
+    axis_of: str | None = None  # a sweep axis: the plural key whose values the single key takes in turn
+    aliases: tuple = ()  # earlier names, still accepted in profiles, --set and old run folders
+    since: int = 1  # the layout version that added it; a later key at its default is left out of fingerprints, so
+    #                 that runs made before it still match (see fingerprint.config_part)
 
 
-def _field_types() -> dict[str, Any]:
-    hints = typing.get_type_hints(Config)
-    return {f.name: hints[f.name] for f in fields(Config)}
-
-
-def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
-    """Check one value against its declared type; a UserError names the key and where the value came from."""
-    def bad(expected: str):
-        return UserError(f"{origin}: {key} must be {expected}, got {value!r}")
-
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if value is None:
-        if optional or hint is Any:
-            return None
-        raise bad("set (null is not allowed here)")
-    base = next((a for a in args if a is not type(None)), hint) if optional else hint
-    if base is Any:
-        if isinstance(value, list):
-            return tuple(value)
-        if isinstance(value, dict):
-            return dict(value)
-        return value
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad("true or false")
-    if base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if base is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad("a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if base is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise bad("a string")
-        return str(value)
-    if base is tuple:
-        if isinstance(value, dict):
-            raise bad("a list")
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        return (value,)
-    return value
+def key(default, doc: str, **spec):
+    """A `Config` field declared with its doc, check and kind (see `KeySpec`). A result-changing key added to an
+    existing layout declares `since=2` (or later), so that folders made before it keep their fingerprints."""
+    return field(default=default, metadata={"key": spec, "doc": doc})
 
 
 def _int(lo=None, hi=None):
@@ -206,6 +63,8 @@ def _int(lo=None, hi=None):
 
 def _num(lo=None, hi=None, lo_open=False, hi_open=False):
     def check(v):
+        if v != v or v in (float("inf"), float("-inf")):  # NaN compares false with everything
+            return f"a number {_range(lo, hi, lo_open, hi_open)}" if (lo, hi) != (None, None) else "a finite number"
         if lo is not None and (v < lo or (lo_open and v == lo)):
             return f"a number {_range(lo, hi, lo_open, hi_open)}"
         if hi is not None and (v > hi or (hi_open and v == hi)):
@@ -304,33 +163,261 @@ def _dataset(v):
         return f"one of {', '.join(names())}"
 
 
-# The range or choices of every key that has one (types come from the annotations of Config).
-CHECKS = {
-    "dataset": _dataset, "labels": _labels, "policy": _policy, "blank": _choice(("negative", "ignore")),
-    "views": _choice(("frontal", "all")), "projections": _projections,
-    "val_fraction": _num(0, 1, hi_open=True), "test_fraction": _num(0, 1, hi_open=True), "split_seed": _int(0),
-    "max_train_images": _int(1), "image_size": _int(16, 4096), "resize": _choice(("crop", "pad")),
-    "equalize": _choice(("none", "hist", "clahe")), "max_image_pixels": _int(1), "phantom_images": _int(20),
-    "phantom_size": _int(32, 2048),
-    "backbone": _backbone, "finetune": _choice(FINETUNES), "gradual_epochs": _int(0),
-    "gradual_lr_factor": _num(0, lo_open=True), "dropout": _num(0, 1, hi_open=True), "head_hidden": _int(0),
-    "bn_momentum": _num(0, 1, hi_open=True), "bn_reestimate_batches": _int(0),
-    "epochs": _int(1), "batch_size": _int(1), "learning_rate": _num(0, lo_open=True),
-    "optimizer": _choice(OPTIMIZERS), "weight_decay": _num(0), "momentum": _num(0, 1, hi_open=True),
-    "schedule": _choice(SCHEDULES), "warmup_epochs": _int(0), "plateau_factor": _num(0, 1, True, True),
-    "plateau_patience": _int(0), "early_stopping_patience": _int(1), "loss": _choice(LOSSES),
-    "focal_gamma": _num(0), "rotation": _num(0, 180), "shift": _num(0, 1, hi_open=True),
-    "zoom": _num(0, 1, hi_open=True), "brightness": _num(0, 1), "contrast": _num(0, 1), "seed": _int(0),
-    "precision": _choice(("auto", "float32", "mixed_float16", "mixed_bfloat16")), "steps_per_epoch": _int(1),
-    "logical_cpus": _int(0, 64), "gradcam_images": _int(0, 100),
-    "bootstrap": lambda v: None if v == 0 or 50 <= v <= 100_000 else "0 (no confidence intervals) or 50 to 100000",
-    "run_timeout": _num(0, lo_open=True), "external": _external, "weights": _weights,
-    "bn_reestimate": lambda v: None if v in ("auto", True, False) else "auto, true or false",
-    "mlflow": lambda v: None if v in (True, False) or isinstance(v, str) and v else "true, false or a tracking URI",
-    "protocol": _choice(("auto", "valid_as_test", "official_test", "carved_test")),
-    "backend": _choice(("local", "ray")), "keras_backend": _choice(KERAS_BACKENDS), "ray_cpus_per_run": _num(0), "ray_gpus_per_run": _num(0),
-    "score_by": _choice(("auto", "image", "study")), "study_reduce": _choice(("max", "mean")),
-}
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one training run (or a sweep of them) needs. Field names are the YAML / --set keys."""
+
+    # --- data ---
+    dataset: str = key("phantom", "the data set's format: phantom, chexpert, nih or csv", check=_dataset)
+    data_root: str | None = key(None, "the folder holding the data set (the phantom is made here if missing)",
+                                path=True)
+    train_csv: str | None = key(None, "the label file; default: the data set's own file under data_root", path=True)
+    valid_csv: str | None = key(None, "the official validation labels (CheXpert's valid.csv); default: found beside "
+                                "train.csv", path=True)
+    test_csv: str | None = key(None, "official test labels (CheXpert's released test set); default: found beside "
+                               "train.csv", path=True)
+    protocol: str = key("auto", "which images are test and validation: auto, valid_as_test, official_test or "
+                        "carved_test (benchmark/data/protocols.py)",
+                        check=_choice(("auto", "valid_as_test", "official_test", "carved_test")))
+    score_by: str = key("auto", "the scoring unit: image, or study (views reduced by study_reduce); auto: the "
+                        "format's", check=_choice(("auto", "image", "study")))
+    study_reduce: str = key("max", "max or mean over a study's views", check=_choice(("max", "mean")))
+    external: tuple = key((), "external test sets scored at the end of each run: [{dataset: nih, data_root: DIR}, "
+                          "...] (optional: csv, split: all|test, name)", check=_external, result=False,
+                          path_fields=("data_root", "csv"))
+    labels: Any = key("competition5", "a label set (competition5, chexpert14, nih14, ...), all, or a list of labels",
+                      check=_labels)
+    policy: Any = key("mixed", "uncertain labels: ignore, zeros, ones, mixed, smooth_ones, smooth_zeros, or "
+                      "{label: policy}", check=_policy)
+    blank: str = key("negative", "a blank label: negative (the CheXpert paper's convention) or ignore",
+                     check=_choice(("negative", "ignore")))
+    views: str = key("frontal", "frontal, or all (laterals too)", check=_choice(("frontal", "all")))
+    projections: Any = key(None, "e.g. [AP, PA]; null keeps every projection", check=_projections)
+    val_fraction: float = key(0.1, "validation carved by patient when the data set has no official validation set",
+                              check=_num(0, 1, hi_open=True))
+    test_fraction: float = key(0.1, "test carved from train by patient when there is no official test set",
+                               check=_num(0, 1, hi_open=True))
+    split_seed: int = key(0, "the seed of the patient splits we carve", check=_int(0))
+    max_train_images: int | None = key(None, "subsample the training split by patient (quick experiments)",
+                                       check=_int(1))
+    path_column: str = key("Path", "csv data sets: the column of image paths")
+    patient_column: str | None = key(None, "csv data sets: the patient column; default: each image is its own "
+                                     "patient")
+    split_column: str | None = key(None, "csv data sets: a column holding train / val / test")
+    image_size: int = key(224, "the side of the square input in pixels", check=_int(16, 4096))
+    resize: str = key("crop", "aspect-preserving resize, then crop (centre) or pad", check=_choice(("crop", "pad")))
+    equalize: str = key("none", "none, hist or clahe", check=_choice(("none", "hist", "clahe")))
+    cache_dir: str | None = key(None, "the decoded-image cache; default: $CXR_BENCH_CACHE or ~/.cache/cxr-bench",
+                                result=False, path=True)
+    skip_bad_images: bool = key(False, "leave out unreadable images (listed) instead of stopping", result=False)
+    max_image_pixels: int = key(100_000_000, "an image whose header announces more pixels is a bad image "
+                                "(decompression bombs)", check=_int(1), result=False)
+    phantom_images: int = key(2000, "images of the phantom made when dataset=phantom and data_root does not exist",
+                              check=_int(20), result=False)
+    phantom_size: int = key(128, "the side of the phantom's images in pixels", check=_int(32, 2048), result=False)
+
+    # --- model ---
+    backbone: str = key("densenet121", "a registered backbone (python -m benchmark models)", check=_backbone)
+    weights: Any = key("imagenet", "imagenet, null, a weights file or timm folder, or {default: ..., resnet34: ...}",
+                       check=_weights)
+    weights_dir: str | None = key(None, "pretrained weight files looked for here before any download "
+                                  "($CXR_BENCH_WEIGHTS)", result=False, path=True)
+    finetune: str = key("full", "full, linear (frozen backbone), gradual (frozen, then all) or baseline",
+                        check=_choice(FINETUNES))
+    gradual_epochs: int = key(1, "finetune=gradual: epochs with a frozen backbone", check=_int(0))
+    gradual_lr_factor: float = key(0.1, "finetune=gradual: learning rate factor once everything trains",
+                                   check=_num(0, lo_open=True))
+    dropout: float = key(0.2, "dropout before the head", check=_num(0, 1, hi_open=True))
+    head_hidden: int = key(0, "units of an optional hidden layer in the head", check=_int(0))
+    per_label_heads: bool = key(False, "one small head per label instead of one dense layer")
+    bn_momentum: float | None = key(None, "BatchNorm momentum; null: 0.9 when training from scratch (weights=null), "
+                                    "else the backbone's", check=_num(0, 1, hi_open=True))
+    bn_reestimate: Any = key("auto", "re-estimate BatchNorm statistics before each validation: auto (from scratch "
+                             "only), true or false",
+                             check=lambda v: None if v in ("auto", True, False) else "auto, true or false")
+    bn_reestimate_batches: int = key(10, "training batches used to re-estimate BatchNorm statistics", check=_int(0))
+
+    # --- training ---
+    epochs: int = key(10, "the most epochs a run trains", check=_int(1))
+    batch_size: int = key(32, "images per step", check=_int(1))
+    learning_rate: float = key(1e-3, "the initial learning rate", check=_num(0, lo_open=True))
+    optimizer: str = key("adam", "adam, adamw or sgd", check=_choice(OPTIMIZERS))
+    weight_decay: float = key(1e-4, "adamw only", check=_num(0))
+    momentum: float = key(0.9, "sgd only", check=_num(0, 1, hi_open=True))
+    schedule: str = key("plateau", "plateau (ReduceLROnPlateau on validation AUROC), cosine or constant",
+                        check=_choice(SCHEDULES))
+    warmup_epochs: int = key(0, "cosine only: linear warm-up epochs", check=_int(0))
+    plateau_factor: float = key(0.1, "plateau: the factor the learning rate is multiplied by",
+                                check=_num(0, 1, True, True))
+    plateau_patience: int = key(1, "plateau: epochs without improvement before lowering", check=_int(0))
+    early_stopping_patience: int = key(3, "epochs without validation improvement before stopping", check=_int(1))
+    loss: str = key("bce", "bce, masked_bce, weighted_bce or focal", check=_choice(LOSSES))
+    focal_gamma: float = key(2.0, "focal loss only: its gamma", check=_num(0))
+    augment: bool = key(True, "random rotation, shift, zoom, brightness and contrast while training")
+    rotation: float = key(5.0, "augmentation: the largest rotation in degrees", check=_num(0, 180))
+    shift: float = key(0.05, "augmentation: the largest shift, a fraction of the image", check=_num(0, 1, hi_open=True))
+    zoom: float = key(0.1, "augmentation: the largest zoom", check=_num(0, 1, hi_open=True))
+    brightness: float = key(0.1, "augmentation: the largest brightness change", check=_num(0, 1))
+    contrast: float = key(0.1, "augmentation: the largest contrast change", check=_num(0, 1))
+    hflip: bool = key(False, "horizontal flips; off: the heart is on the left, and flips would teach the network "
+                      "dextrocardia is normal")
+    seed: int = key(0, "the training seed (initialisation, order, augmentation)", check=_int(0))
+    deterministic: bool = key(False, "deterministic kernels (slower; bit-identical reruns)")
+    precision: str = key("auto", "auto (mixed_float16 on a GPU, float32 otherwise), float32, mixed_float16 or "
+                         "mixed_bfloat16", check=_choice(("auto", "float32", "mixed_float16", "mixed_bfloat16")))
+    xla: bool = key(False, "compile the training step with XLA")
+    tensorboard: bool = key(False, "write TensorBoard logs to RUN/tensorboard/ (TensorFlow only)", result=False)
+    steps_per_epoch: int | None = key(None, "cap the steps per epoch (smoke tests)", check=_int(1))
+    logical_cpus: int = key(0, ">1 splits the CPU into that many devices for MirroredStrategy (tests the multi-GPU "
+                            "path)", check=_int(0, 64))
+    gradcam_images: int = key(6, "Grad-CAM overlays drawn per run", check=_int(0, 100), result=False)
+    bootstrap: int = key(1000, "patient bootstrap resamples behind every CI and test (0: none)",
+                         check=lambda v: None if v == 0 or 50 <= v <= 100_000
+                         else "0 (no confidence intervals) or 50 to 100000")
+    min_positives: int = key(10, "a label enters a macro average, its CI and any test only with at least this many "
+                             "positive and as many negative patients in that set", check=_int(1), result=False)
+    run_timeout: float | None = key(None, "seconds; a sweep stops a run that takes longer and records it as failed",
+                                    check=_num(0, lo_open=True), result=False)
+    mlflow: Any = key(False, "log each finished run to MLflow: true (a SQLite store in the sweep folder) or a "
+                      "tracking URI", result=False, secret=True,
+                      check=lambda v: None if v in (True, False) or isinstance(v, str) and v
+                      else "true, false or a tracking URI")
+    keep_checkpoint: bool = key(False, "keep checkpoint/ (the resume state, with the optimiser) after a run finishes",
+                                result=False)
+    keras_backend: str | None = key(None, "the engine: tensorflow, jax or torch (null: $KERAS_BACKEND, else "
+                                    "tensorflow)", check=_choice(KERAS_BACKENDS))
+    launcher: str = key("local", "where a sweep's runs execute: local (processes here) or ray (tasks on a Ray "
+                        "cluster)", check=_choice(LAUNCHERS), result=False, aliases=("backend",))
+    ray_address: str | None = key(None, "Ray: auto (this machine's cluster), HOST:6379, ray://HOST:10001, or local "
+                                  "(a private loopback cluster); null: $RAY_ADDRESS, else local", result=False,
+                                  secret=True)
+    ray_cpus_per_run: float = key(1.0, "Ray: CPUs each run asks for", check=_num(0), result=False)
+    ray_gpus_per_run: float | None = key(None, "Ray: GPUs each run asks for (null: 1 on a cluster with GPUs, else 0)",
+                                         check=_num(0), result=False)
+
+    # --- sweep grid (empty: the single value above) ---
+    backbones: tuple = key((), "sweep axis: backbones to train", axis_of="backbone")
+    policies: tuple = key((), "sweep axis: uncertainty policies", axis_of="policy")
+    finetunes: tuple = key((), "sweep axis: fine-tuning modes", axis_of="finetune")
+    image_sizes: tuple = key((), "sweep axis: image sizes", axis_of="image_size")
+    seeds: tuple = key((), "sweep axis: training seeds (runs that differ only in seed form one configuration)",
+                       axis_of="seed")
+    keras_backends: tuple = key((), "sweep axis: engines", axis_of="keras_backend")
+    name: str = key("run", "a label for the run or sweep (not part of its results)", result=False)
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some keys changed (validated)."""
+        return validate(dataclasses.replace(self, **changes))
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @property
+    def backend(self) -> str:
+        """The launcher's earlier name."""
+        return self.launcher
+
+
+KEYS: dict[str, KeySpec] = {f.name: KeySpec(f.name, f.default, f.metadata["doc"],
+                                            **f.metadata["key"])
+                            for f in fields(Config)}
+CHECKS = {name: spec.check for name, spec in KEYS.items() if spec.check}
+PATH_KEYS = tuple(name for name, spec in KEYS.items() if spec.path or spec.path_fields)
+SECRET_KEYS = frozenset(name for name, spec in KEYS.items() if spec.secret)
+NON_RESULT_KEYS = frozenset(name for name, spec in KEYS.items() if not spec.result)
+SWEEP_KEYS = {name: spec.axis_of for name, spec in KEYS.items() if spec.axis_of}  # plural -> single
+SEED_KEYS = frozenset({"seed", "seeds"})  # runs that differ only in these are one configuration
+ALIASES = {alias: name for name, spec in KEYS.items() for alias in spec.aliases}
+
+
+def key_table() -> str:
+    """configs/README.md's table of every key, from the declaration (`python -m benchmark config-keys`)."""
+    rows = ["| key | default | changes results | notes | what it is |", "| --- | --- | --- | --- | --- |"]
+    for name, spec in KEYS.items():
+        notes = [*(["path"] if spec.path or spec.path_fields else []), *(["secret"] if spec.secret else []),
+                 *([f"sweep axis of `{spec.axis_of}`"] if spec.axis_of else []),
+                 *([f"earlier name `{a}`" for a in spec.aliases])]
+        default = yaml.safe_dump(_plain(spec.default), default_flow_style=True).strip().removesuffix("...").strip()
+        rows.append(f"| `{name}` | `{default}` | {'yes' if spec.result else 'no'} | {', '.join(notes)} | "
+                    f"{spec.doc.replace('|', '&#124;')} |")
+    return "\n".join(rows) + "\n"
+
+
+def configuration_of(values: dict) -> dict:
+    """The result-changing keys of a run's config.yaml without its seed: runs with equal configurations differ only
+    in seed (and are pooled when compared). Keys unknown here (from other versions) are left out."""
+    values = {ALIASES.get(k, k): v for k, v in values.items()}
+    out = {k: _plain(v) for k, v in values.items()
+           if k in KEYS and KEYS[k].result and k not in SEED_KEYS and k not in SWEEP_KEYS}
+    if out.get("keras_backend") in (None, "tensorflow"):  # the default engine, as in runs made before the key
+        out.pop("keras_backend", None)
+    return out
+
+
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config)}
+
+
+def _coerce(key: str, value: Any, hint: Any, origin: str) -> Any:
+    """Check one value against its declared type; a UserError names the key and where the value came from."""
+    def bad(expected: str):
+        return UserError(f"{origin}: {key} must be {expected}, got {value!r}")
+
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional or hint is Any:
+            return None
+        raise bad("set (null is not allowed here)")
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if base is Any:
+        if isinstance(value, list):
+            return tuple(value)
+        if isinstance(value, dict):
+            return dict(value)
+        return value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if base is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if base is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad("a string")
+        return str(value)
+    if base is tuple:
+        if isinstance(value, dict):
+            raise bad("a list")
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        return (value,)
+    return value
+
+
 
 
 def validate(cfg: Config, origin: str = "config") -> Config:
@@ -381,6 +468,10 @@ def merge(base: Config, values: dict, origin: str) -> Config:
     types_ = _field_types()
     changes = {}
     for key, value in values.items():
+        if key in ALIASES:  # an earlier name (backend -> launcher)
+            if ALIASES[key] in values:
+                raise UserError(f"{origin}: {key} is the earlier name of {ALIASES[key]}; give only {ALIASES[key]}")
+            key = ALIASES[key]
         if key not in types_:
             close = [k for k in types_ if k.startswith(str(key)[:4])]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -426,14 +517,20 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
         cfg = merge(cfg, extra, "command line")
     if overrides:
         cfg = merge(cfg, overrides, "--set")
-    paths = {k: os.path.abspath(getattr(cfg, k)) for k in PATH_KEYS if getattr(cfg, k)}
-    if cfg.external:
-        paths["external"] = tuple({**spec, **{k: os.path.abspath(spec[k]) for k in ("data_root", "csv") if spec.get(k)}}
-                                  for spec in cfg.external)
+    paths = {k: absolute_paths(k, getattr(cfg, k)) for k in PATH_KEYS if getattr(cfg, k)}
     if cfg.keras_backend is None:  # resolved once, so that a sweep's runs record the engine they ran on
         paths["keras_backend"] = merge(cfg, {"keras_backend": os.environ.get("KERAS_BACKEND") or "tensorflow"},
                                        "$KERAS_BACKEND").keras_backend
     return dataclasses.replace(cfg, **paths)
+
+
+def absolute_paths(name: str, value):
+    """A path key's value with its paths made absolute (a list of mappings: their declared path fields)."""
+    spec = KEYS[name]
+    if spec.path_fields:
+        return tuple({**item, **{k: os.path.abspath(item[k]) for k in spec.path_fields if item.get(k)}}
+                     for item in value)
+    return os.path.abspath(value)
 
 
 def config_from_dict(values: dict, origin: str) -> Config:

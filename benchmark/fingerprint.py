@@ -13,13 +13,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from benchmark.config import SWEEP_KEYS, Config
-
-# keys that do not change a run's results: where things are kept, how long to wait, what is logged or drawn
-NON_RESULT_KEYS = frozenset({"name", "cache_dir", "run_timeout", "keep_checkpoint", "tensorboard", "gradcam_images",
-                             "skip_bad_images", "max_image_pixels", "phantom_images", "phantom_size", "external",
-                             "weights_dir", "mlflow", "backend", "ray_address", "ray_cpus_per_run",
-                             "ray_gpus_per_run"})
+from benchmark.config import KEYS, NON_RESULT_KEYS, SWEEP_KEYS, Config, _plain  # declared once, with each key
 
 
 def config_part(cfg: Config, sweep: bool = False) -> dict:
@@ -29,6 +23,9 @@ def config_part(cfg: Config, sweep: bool = False) -> dict:
         values.pop("keras_backend", None)
     if not values.get("keras_backends"):
         values.pop("keras_backends", None)
+    for name, spec in KEYS.items():  # keys added later, at their defaults: as runs made before them
+        if spec.since > 1 and name in values and values[name] == _plain(spec.default):
+            values.pop(name)
     return {k: v for k, v in values.items() if k not in NON_RESULT_KEYS and (sweep or k not in SWEEP_KEYS)}
 
 

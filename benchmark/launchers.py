@@ -101,7 +101,7 @@ def check_backend(cfg, gpus: str | None = None) -> None:
     """Refuse (UserError) a backend this machine cannot use, before a sweep touches anything."""
     from benchmark.errors import UserError
 
-    if cfg.backend == "ray":
+    if cfg.launcher == "ray":
         if gpus:
             raise UserError("--gpus is for the local backend; on Ray each run asks for ray_gpus_per_run GPUs "
                             "(--set ray_gpus_per_run=1) and Ray places it")
@@ -113,7 +113,7 @@ def check_backend(cfg, gpus: str | None = None) -> None:
 def make_launcher(cfg, gpus: str | None = None) -> "Launcher":
     """The launcher a configuration asks for: local processes (one per GPU of `gpus`), or Ray tasks."""
     check_backend(cfg, gpus)
-    if cfg.backend == "ray":
+    if cfg.launcher == "ray":
         from benchmark.ray_launcher import RayLauncher
 
         return RayLauncher(cfg.ray_address, cfg.ray_gpus_per_run, cfg.ray_cpus_per_run)

@@ -83,3 +83,50 @@ def test_a_bad_value_is_one_line_and_exit_2_before_any_work(tmp_path):
                      "image_sizes=[1.5]")
     one_line_error(result, "image_sizes[0] must be an integer, got 1.5")
     assert not (tmp_path / "s").exists()  # refused before the sweep folder was made
+
+
+def test_every_key_is_declared_once_with_a_doc_and_the_lists_derive_from_it():
+    from benchmark import config as c
+    from benchmark.fingerprint import config_part
+
+    assert all(spec.doc.strip() for spec in c.KEYS.values()), [n for n, s in c.KEYS.items() if not s.doc.strip()]
+    assert set(c.PATH_KEYS) >= {"data_root", "train_csv", "valid_csv", "test_csv", "cache_dir", "weights_dir",
+                                "external"}
+    assert {"mlflow", "ray_address"} <= c.SECRET_KEYS
+    assert set(c.SWEEP_KEYS.values()) <= set(c.KEYS) and "seeds" in c.SWEEP_KEYS
+    # the fingerprint keeps exactly the declared result keys (a run's axes are empty)
+    part = config_part(Config())
+    assert not set(part) & c.NON_RESULT_KEYS and "epochs" in part and "launcher" not in part
+
+
+def test_configs_readme_lists_every_key_as_declared():
+    from benchmark.config import key_table
+
+    text = (ROOT / "configs" / "README.md").read_text()
+    table = text.split("do not edit by hand -->\n", 1)[1].split("<!-- keys end -->", 1)[0]
+    assert table == key_table(), "configs/README.md is stale: paste `python -m benchmark config-keys` into it"
+    assert "`bn_reestimate_batches`" in table and "`min_positives`" in table
+
+
+def test_backend_is_the_earlier_name_of_launcher():
+    assert merge(Config(), {"backend": "ray"}, "--set").launcher == "ray"
+    cfg = load_config(None, parse_set(["backend=ray"]))
+    assert cfg.launcher == "ray" and cfg.backend == "ray" and "backend" not in cfg.to_dict()
+    with pytest.raises(UserError, match="earlier name of launcher"):
+        merge(Config(), {"backend": "ray", "launcher": "local"}, "profile.yaml")
+
+
+def test_a_configuration_is_the_result_keys_without_the_seed():
+    from benchmark.config import configuration_of
+
+    a = Config(seed=1, backbone="mobilenet").to_dict()
+    b = {**Config(seed=2, backbone="mobilenet").to_dict(), "name": "other", "run_timeout": 9, "backend": "ray"}
+    assert configuration_of(a) == configuration_of(b)
+    assert configuration_of(a) != configuration_of(Config(seed=1, backbone="resnet34").to_dict())
+    assert "seed" not in configuration_of(a) and "learning_rate" in configuration_of(a)
+
+
+def test_nan_and_infinite_numbers_are_refused():
+    for value in (".nan", ".inf"):
+        with pytest.raises(UserError, match="val_fraction must be a number"):
+            load_config(None, parse_set([f"val_fraction={value}"]))

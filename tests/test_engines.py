@@ -177,7 +177,7 @@ def test_torch_trains_one_epoch_without_tensorflow(phantom, tmp_path):
 @pytest.mark.slow
 def test_perf_train_on_jax_beside_the_pytorch_reference(tmp_path):
     log = tmp_path / "tensorflow-imports.txt"
-    args = ["perf", "train", "--backbone", "resnet34", "--backend", "jax", "--image-size", 32, "--batch-size", 4,
+    args = ["perf", "train", "--backbone", "resnet34", "--engine", "jax", "--image-size", 32, "--batch-size", 4,
             "--steps", 2, "--json"]
     if not HAS_TORCH:
         one_line_error(run_cli(*args, "--reference", "torch", env=engine_env("jax", log), timeout=600),

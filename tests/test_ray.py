@@ -56,7 +56,7 @@ def test_a_node_lost_mid_run_the_run_resumes_elsewhere_and_no_finished_run_is_re
         out = tmp_path / "sweep"
         args = ["sweep", "--config", CI_PROFILE, "--out", out, "--data-root", phantom, "--set", "epochs=3",
                 "--set", "steps_per_epoch=4", "--set", "gradcam_images=0", "--set", "early_stopping_patience=10",
-                "--backend", "ray", "--ray-address", info["address"]]
+                "--launcher", "ray", "--ray-address", info["address"]]
         sweep = subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=ROOT,
                                  env={**__import__("os").environ, **LOOPBACK}, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
