@@ -113,8 +113,12 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def json_text(obj) -> str:
+    return json.dumps(obj, indent=1, default=_jsonable) + "\n"
+
+
 def write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def _jsonable(x):
