@@ -235,8 +235,10 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from benchmark.engines import activate_for_run
-    from benchmark.ownership import FolderLock
+    from benchmark.ownership import FolderLock, expect_kind
 
+    # a run folder cxr-bench made, checked before anything (its lock file included) is written into it
+    expect_kind(Path(args.run), ("run",), "a run directory", "pass a run folder that train or a sweep wrote")
     activate_for_run(args.run)
     with FolderLock(Path(args.run), "command (train, evaluate or a sweep)"):
         if args.dataset:
@@ -279,9 +281,18 @@ def cmd_predict(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import contextlib
+    from pathlib import Path
+
+    from benchmark.ownership import FolderLock, kind_of
     from reports.build import build_report
 
-    index = build_report(args.sweep, bootstrap=args.bootstrap, public=args.public, mlflow=args.mlflow)
+    # one writer: not while a sweep, a retrain or a training works in the folder (nor another report). A folder
+    # of runs that cxr-bench did not make gets no lock file; its report/ folder is claimed as any other.
+    path = Path(args.sweep)
+    ours = kind_of(path) in ("sweep", "run")
+    with FolderLock(path, "command (a sweep, train, retrain or report)") if ours else contextlib.nullcontext():
+        index = build_report(path, bootstrap=args.bootstrap, public=args.public, mlflow=args.mlflow)
     print(index)
     return 0
 

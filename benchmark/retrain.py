@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmark.config import SWEEP_KEYS, merge, parse_set
 from benchmark.errors import UserError
 from benchmark.launchers import Launcher, check_backend, make_launcher
-from benchmark.ownership import FolderLock, claim, is_ours
+from benchmark.ownership import FolderLock, claim, expect_kind, is_ours, kind_of
 from benchmark.rundir import (RETRAIN, REQUESTED, RUNS, SWEEP_CONFIG, read_config, read_json, read_status,
                               write_config, write_json)
 
@@ -31,10 +31,11 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
     from benchmark.sweep import Scheduler, finish_sweep, plan_runs, prepare_caches
 
     out = Path(sweep)
+    hint = "retrain runs of a sweep made by `python -m benchmark sweep`"
+    expect_kind(out, ("sweep",), "a sweep folder", hint)
     cfg = read_config(out, SWEEP_CONFIG)
-    if cfg is None or not is_ours(out):
-        raise UserError(f"{out} is not a sweep folder (no {SWEEP_CONFIG}); retrain runs of a sweep made by "
-                        f"`python -m benchmark sweep`")
+    if cfg is None:
+        raise UserError(f"{out} has no {SWEEP_CONFIG}; {hint}")
     if where:
         cfg = cfg.replace(**{k: v for k, v in where.items() if v is not None})
     if launcher is None:
@@ -86,9 +87,7 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
 def _set_aside(run_dir: Path, stamp: str, discard: bool) -> None:
     """The previous run: kept under a dated name, or deleted with --discard (only a folder cxr-bench made)."""
     from benchmark.ownership import remove_ours
-    from benchmark.training import is_legacy_run
-
-    if not (is_ours(run_dir) or is_legacy_run(run_dir)):
+    if kind_of(run_dir) != "run":
         raise UserError(f"{run_dir} was not made by cxr-bench; it is left as it is (move it away to retrain)")
     with FolderLock(run_dir, "run"):  # not while its training still runs
         pass

@@ -62,14 +62,8 @@ def prepare_caches(cfg: Config, runs) -> None:
               f"{time.perf_counter() - t0:.1f} s): {prepared.cache.path}", flush=True)
 
 
-def is_legacy_sweep(folder: Path) -> bool:
-    """A sweep folder made by an earlier version, which had no marker: its sweep.yaml and runs/."""
-    return (folder / SWEEP_CONFIG).is_file() and (folder / RUNS).is_dir()
-
-
 def claim_sweep(out: Path) -> Path:
-    return claim(out, "sweep", "a sweep folder", "choose another --out (a missing or empty folder)",
-                 legacy=is_legacy_sweep)
+    return claim(out, "sweep", "a sweep folder", "choose another --out (a missing or empty folder)")
 
 
 def check_unchanged(out: Path, cfg: Config, data: dict | None = None) -> None:
@@ -182,15 +176,13 @@ class Scheduler:
         self.offsets: dict = {}
 
     def _queue(self) -> None:
-        from benchmark.training import is_legacy_run
-
         for name, run_cfg in self.runs:
             i = self.index[name]
             run_dir = self.out / RUNS / name
             if read_status(run_dir).get("status") == "done":
                 print(f"[{i}/{self.total}] {name}: finished earlier, skipped", flush=True)
                 continue
-            claim(run_dir, "run", "a run directory", f"move it out of {self.out / RUNS}", legacy=is_legacy_run)
+            claim(run_dir, "run", "a run directory", f"move it out of {self.out / RUNS}")
             if not (run_dir / RETRAIN).is_file():  # a retrained run keeps what the retrain asked of it
                 write_config(run_dir, run_cfg, REQUESTED)
             self.pending.append(Job(i, name, run_dir))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import math
 import os
 import shutil
@@ -197,17 +196,6 @@ def _truncate_history(run_dir: Path, epochs_done: int) -> None:
         write_csv(path, hist)
 
 
-def is_legacy_run(folder: Path) -> bool:
-    """A run folder made by an earlier version, which had no marker: its status.json is ours."""
-    status = folder / STATUS
-    if not status.is_file():
-        return False
-    try:
-        return "status" in json.loads(status.read_text())
-    except ValueError:
-        return False
-
-
 def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT)
                                          or "No space left" in str(exc) or "Disk quota" in str(exc))
@@ -217,8 +205,7 @@ def train_run(cfg: Config, out: str | os.PathLike, log=print) -> dict:
     """Train (or resume, or skip if finished with the same fingerprint) one run; returns its test summary.
 
     The run directory must be missing, empty or a run directory; the run holds a lock on it while it works."""
-    run_dir = claim(Path(out), "run", "a run directory", "choose another --out (a missing or empty folder)",
-                    legacy=is_legacy_run)
+    run_dir = claim(Path(out), "run", "a run directory", "choose another --out (a missing or empty folder)")
     with FolderLock(run_dir, "command (train, a sweep or a retrain)"):
         return _train_locked(cfg, run_dir, log)
 

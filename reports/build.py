@@ -228,10 +228,7 @@ def report_folder(path: Path, public: bool) -> Path:
 
     folder = path / ("report-public" if public else "report")
 
-    def legacy(f):
-        return (f / "index.html").is_file() and (f / "summary.csv").is_file()
-
-    return claim(folder, "report", "a report folder", f"move it away from {path}", legacy=legacy)
+    return claim(folder, "report", "a report folder", f"move it away from {path}")
 
 
 def build_report(path, bootstrap: int | None = None, plan: list[str] | None = None, public: bool = False,
