@@ -20,7 +20,7 @@ import yaml
 from benchmark.errors import UserError
 from benchmark.rundir import GRADCAM, atomic_write_text, write_json
 from reports import figures as figs
-from reports.compare import comparison_matrix, compare_runs
+from reports.compare import compare, comparison_matrix, configuration_key
 from reports.metrics import SUMMARY_METRICS
 from reports.references import references_for
 from reports.runs import find_runs, load_run
@@ -74,30 +74,34 @@ def summary_row(run: dict) -> dict:
     return row
 
 
-def choose_reference(runs: list[dict], matrix: dict) -> str | None:
-    """The reference run: the best on validation mean AUROC (never chosen on test); each other run gets its
-    macro comparison against it (run minus reference)."""
-    done = [r for r in runs if r.get("val_metrics") and r["val_metrics"]["summary"].get("auroc_macro") is not None
-            and r.get("test_metrics")]
-    if len(done) < 2:
+def choose_reference(runs: list[dict], matrix: dict, reference: str | None) -> str | None:
+    """Each run gets its configuration's macro comparison against the reference configuration (the best on
+    validation mean AUROC over its seeds, chosen by reports.compare, never on test): configuration minus
+    reference."""
+    if reference is None:
         return None
-    ref = max(done, key=lambda r: r["val_metrics"]["summary"]["auroc_macro"])
-    for r in done:
-        r["is_reference"] = r is ref
-        if r is not ref:
-            r["vs_reference"] = matrix.get(r["name"], {}).get(ref["name"])
-    return ref["name"]
+    for r in runs:
+        conf = r.get("configuration")
+        if conf is None:
+            continue
+        r["is_reference"] = conf == reference
+        if conf != reference:
+            r["vs_reference"] = matrix.get(conf, {}).get(reference)
+    return reference
 
 
-def seed_groups(rows: list[dict]) -> list[dict]:
+def seed_groups(rows: list[dict], runs: list[dict] | None = None) -> list[dict]:
     """Runs that differ only in seed: the mean test mean AUROC with its 95 % t interval across seeds, beside the
     runs' mean bootstrap interval (resampling patients), so that a reader sees which spread is larger."""
     frame = pd.DataFrame([r for r in rows if r.get("test_auroc_macro") is not None])
     if frame.empty or frame["seed"].nunique() < 2:
         return []
     keys = ["backbone", "engine", "policy", "finetune", "image_size", "loss", "weights"]
+    configs = {r["name"]: configuration_key(r.get("config")) for r in runs or []}
+    frame["configuration"] = [configs.get(name, name) for name in frame["run"]]
     out = []
-    for key, g in frame.groupby(keys, dropna=False):
+    for _, g in frame.groupby("configuration", sort=False):  # the declared result keys minus the seed
+        key = tuple(g.iloc[0][k] for k in keys)
         if len(g) > 1:
             values = g["test_auroc_macro"].astype(float)
             low, high = g["test_auroc_macro_ci_low"].astype(float), g["test_auroc_macro_ci_high"].astype(float)
@@ -232,7 +236,7 @@ def report_folder(path: Path, public: bool) -> Path:
 
 
 def build_report(path, bootstrap: int | None = None, plan: list[str] | None = None, public: bool = False,
-                 mlflow=None) -> Path:
+                 mlflow=None, min_positives: int | None = None) -> Path:
     """Write report/index.html, report/<run>.html, report/summary.csv and report/summary.json; return index.
 
     Only the runs of the sweep's current plan are shown. With `public`, the report goes to report-public/ and
@@ -250,9 +254,11 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
     if public:
         make_public(runs)
     n_boot = bootstrap if bootstrap is not None else recorded_bootstrap(runs)
-    comparisons = compare_runs(runs, n_boot)
-    matrix = comparison_matrix(runs, comparisons)
-    reference = choose_reference(runs, matrix)
+    result = compare(runs, n_boot, min_positives if min_positives is not None else _min_positives(runs))
+    comparisons = result.rows
+    matrix = comparison_matrix([c.name for c in result.configurations], comparisons)
+    reference = choose_reference(runs, matrix, result.reference)
+    macro_over_supported(runs, result)
     rows = [summary_row(r) for r in runs]
     columns = summary_columns()
     label_cols = []
@@ -263,8 +269,9 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
     write_json(out / "summary.json", {
         "runs": summary.replace({np.nan: None}).to_dict(orient="records"), "reference": reference,
         "reference_chosen_on": "validation mean AUROC",
-        "comparisons": [{k: c[k] for k in ("a", "b", "label", "diff", "ci", "p", "p_holm", "test")}
-                        for c in comparisons],
+        "comparisons": [{k: c[k] for k in COMPARISON_KEYS if k in c} for c in comparisons],
+        "configurations": {c.name: [r["name"] for r in c.runs] for c in result.configurations},
+        "min_positives": result.min_positives, "label_support": result.support,
         "protocols": {r["name"]: r.get("protocol") for r in runs if r.get("protocol")}})
 
     done = [r for r in runs if r.get("test_metrics")]
@@ -279,13 +286,15 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
     name = first_cfg.get("name") if first_cfg.get("name") not in (None, "run") else path.resolve().name
     table_metrics = [m for m in SUMMARY_METRICS if m.in_table]
     refs, refs_left = _references(dataset, done)
-    compared = [r for r in done if r["name"] in matrix and matrix[r["name"]]]
+    compared = [c for c in result.configurations if matrix.get(c.name)]
     context = {"title": f"cxr-bench report: {name}", "synthetic": synthetic, "runs": runs, "rows": rows,
                "labels": labels, "figures": build_figures("index", runs, labels, synthetic),
-               "refs": refs, "refs_left": refs_left, "gallery": _gallery(done), "seed_groups": seed_groups(rows),
+               "refs": refs, "refs_left": refs_left, "gallery": _gallery(done), "seed_groups": seed_groups(rows, runs),
                "dataset": dataset, "n_boot": n_boot, "metrics": table_metrics, "public": public,
                "reference": reference, "matrix": matrix, "compared": compared,
-               "delong": [c for c in comparisons if c["test"] == "delong"],
+               "per_label": [c for c in comparisons if c["label"] != "macro"], "comparison": result,
+               "primary": [c for c in comparisons if c["family"] == "primary"],
+               "pooled": any(c.seeds > 1 for c in result.configurations), **_support_context(result, done),
                "protocols": _protocols(done), "gaps": subgroup_gaps(done), "external": external_tables(done),
                "environment": next((r["environment"] for r in runs if r["environment"]), {}), "config": first_cfg}
     atomic_write_text(out / "index.html", env.get_template("index.html").render(**context))
@@ -297,6 +306,45 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
 
         log_runs(path, runs, None if mlflow is True else str(mlflow), out, experiment=name)
     return out / "index.html"
+
+
+COMPARISON_KEYS = ("a", "b", "label", "diff", "ci", "p", "p_holm", "test", "resamples", "family", "p_bh",
+                   "p_resampled", "se", "seed_se", "seeds")
+
+
+def macro_over_supported(runs: list[dict], result) -> None:
+    """A run's test mean AUROC (and its CI) over the labels with enough positives only, as its comparisons use
+    (metrics.json from a run scored with a lower min_positives averages in rare labels)."""
+    from reports.stats import percentile_ci
+
+    for group in result.support:
+        kept = [lab for lab, s in group["labels"].items() if s["kept"]]
+        for r in runs:
+            if r["name"] not in group["runs"] or r.get("boot_macro") is None or not kept:
+                continue
+            summary = r["test_metrics"]["summary"]
+            per_label = r["test_metrics"]["per_label"]
+            values = [per_label[lab].get("auroc") for lab in kept]
+            if any(v is None for v in values):
+                continue
+            summary["auroc_macro"] = float(np.mean(values))
+            summary["auroc_macro_ci"] = percentile_ci(r["boot_macro"])
+            summary["macro_labels"] = kept
+
+
+def _support_context(result, done: list[dict]) -> dict:
+    """The label support of the largest test-set group: every label's counts, those left out, the scored unit."""
+    group = max(result.support, key=lambda g: len(g["runs"]), default={"labels": {}})
+    labels = group["labels"]
+    return {"support_by_label": labels, "unit": done[0]["test_metrics"]["summary"].get("unit", "image") if done
+            else "image", "support_left": [{"label": lab, **s} for lab, s in labels.items() if not s["kept"]]}
+
+
+def _min_positives(runs: list[dict]) -> int:
+    """The runs' min_positives (config.yaml; 10 where a run predates the key)."""
+    values = [(r.get("config") or {}).get("min_positives") for r in runs]
+    values = [v for v in values if isinstance(v, int) and v > 0]
+    return max(values) if values else 10
 
 
 def recorded_bootstrap(runs: list[dict]) -> int:

@@ -104,11 +104,13 @@ def _curve(x, y, points: int = 101) -> dict:
 
 def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_boot: int = 1000,
                     curves: bool = True, boot: PatientBootstrap | None = None, meta=None, unit: str = "image",
-                    reduce: str | None = None) -> dict:
+                    reduce: str | None = None, min_positives: int = 1) -> dict:
     """All metrics of one split, on its scored units (images or studies: see reports.scoring). `thresholds` as
     from choose_thresholds (default: 0.5 for every kind). Confidence intervals come from `n_boot` patient
     resamples in which every label keeps both classes (or `boot`, shared with other callers). With `meta`
-    (sex, age, view of each unit) the split's subgroups are scored too."""
+    (sex, age, view of each unit) the split's subgroups are scored too. A label with fewer than `min_positives`
+    positive or negative patients gets no AUROC or AUPRC ("too few positives", with its counts) and stays out of
+    every macro average and the bootstrap's completeness rule (1: both classes are enough)."""
     y_true = np.asarray(y_true, float)
     y_prob = np.asarray(y_prob, float)
     n, L = y_true.shape
@@ -116,17 +118,26 @@ def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_bo
     patients = np.arange(n).astype(str) if patients is None else np.asarray(patients).astype(str)
     per_label = {}
     if boot is None and n and n_boot:
-        boot = PatientBootstrap(patients, y_true, n_boot)
+        boot = PatientBootstrap(patients, y_true, n_boot, min_patients=min_positives)
     boot_aurocs = resampled_aurocs(y_true, y_prob, boot) if boot is not None and boot.n else None
     for j, label in enumerate(labels):
         y, p, mask = _present(y_true[:, j], y_prob[:, j])
         positives = int(y.sum())
-        entry = {"n": int(len(y)), "positives": positives, "ignored": int((~mask).sum())}
+        entry = {"n": int(len(y)), "positives": positives, "ignored": int((~mask).sum()),
+                 "positive_patients": int(len(np.unique(patients[mask][y == 1]))),
+                 "negative_patients": int(len(np.unique(patients[mask][y == 0])))}
+        if len(y):  # AUPRC's no-skill baseline is the prevalence
+            entry["prevalence"] = entry["auprc_baseline"] = positives / len(y)
+        few = min(entry["positive_patients"], entry["negative_patients"]) < max(1, min_positives)
         if len(y) == 0:
             entry.update({"auroc": None, "undefined": f"no labelled {unit}s in this split"})
         elif len(np.unique(y)) < 2:
             entry.update({"auroc": None, "auprc": None,
                           "undefined": f"only {'positives' if positives else 'negatives'} in this split"})
+        elif few:
+            entry.update({"auroc": None, "auprc": None, "too_few": True, "undefined":
+                          f"too few positives: {entry['positive_patients']} positive and "
+                          f"{entry['negative_patients']} negative patients (at least {min_positives} of each)"})
         else:
             entry["auroc"] = float(skm.roc_auc_score(y, p))
             entry["auroc_ci"] = _ci(boot_aurocs[:, j]) if boot_aurocs is not None else None
@@ -170,12 +181,13 @@ def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_bo
 
 
 def score_split(frame, truth, probs, labels, unit: str = "image", reduce: str = "max", thresholds=None,
-                n_boot: int = 1000, curves: bool = True) -> dict:
+                n_boot: int = 1000, curves: bool = True, min_positives: int = 1) -> dict:
     """The metrics of one split from its per-image prediction table (path, patient, study, sex, age, view) and
     arrays, at its scoring unit (image or study), with subgroups."""
     scored = score_units(frame, truth, probs, unit, reduce)
     return compute_metrics(scored.truth, scored.probs, labels, scored.patients, thresholds, n_boot=n_boot,
-                           curves=curves, meta=scored.meta, unit=scored.unit, reduce=scored.reduce)
+                           curves=curves, meta=scored.meta, unit=scored.unit, reduce=scored.reduce,
+                           min_positives=min_positives)
 
 
 def subgroup_metrics(scored: Scored, labels, thresholds, n_boot: int) -> dict:

@@ -1,11 +1,14 @@
 """The statistics behind the report's uncertainty and comparisons (numpy and scipy; no TensorFlow).
 
 - `PatientBootstrap`: resamples of patients, the same for every run scored on the same test set (their seed comes
-  from the test set's patients), keeping only resamples in which every label that has both classes in the full set
-  keeps both classes (so that a macro average is always over the same labels; the count used is recorded).
+  from the test set's patients), keeping only resamples in which every supported label (at least `min_patients`
+  positive and as many negative patients in the full set) keeps both classes (so that a macro average is always
+  over the same labels; the count used is recorded).
 - `resampled_aurocs`: every resample's AUROC for every label of one run at once, in O(resamples x images).
 - `delong`: DeLong's test for two correlated AUROCs, with the fast midrank algorithm of Sun and Xu (2014).
-- `holm`: Holm's step-down adjustment; `t_interval`: a mean's t confidence interval (across seeds).
+- `bootstrap_p` ((k + 1) / (B + 1), never 0) and `normal_p` (from a standard error, floored at 1 / (B + 1): no p
+  below what B resamples can show).
+- `holm`: Holm's step-down adjustment; `bh`: Benjamini-Hochberg's; `t_interval`: a mean's t confidence interval.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ class PatientBootstrap:
     """`n_boot` resamples of the patients of a test set, as counts per patient (B x patients), drawn so that every
     label defined on the whole set (both classes present) keeps both classes in every resample.
 
-    `truth` is (images, labels) with 1 / 0 / NaN; `patients` gives each image's patient."""
+    `truth` is (images, labels) with 1 / 0 / NaN; `patients` gives each image's patient. A label is `defined`
+    (supported) with at least `min_patients` positive and as many negative patients; the others are left out of
+    the completeness rule and get no resampled AUROC."""
 
-    def __init__(self, patients, truth, n_boot: int, seed: int | None = None):
+    def __init__(self, patients, truth, n_boot: int, seed: int | None = None, min_patients: int = 1):
         patients = np.asarray(patients).astype(str)
         self.unique, self.inverse = np.unique(patients, return_inverse=True)
         self.n_patients = len(self.unique)
@@ -45,7 +50,10 @@ class PatientBootstrap:
             col = truth[:, j]
             np.add.at(pos[:, j], self.inverse[col == 1], 1)
             np.add.at(neg[:, j], self.inverse[col == 0], 1)
-        defined = (pos.sum(0) > 0) & (neg.sum(0) > 0)
+        self.positive_patients = (pos > 0).sum(0).astype(int)  # per label: patients with a positive unit
+        self.negative_patients = (neg > 0).sum(0).astype(int)
+        self.min_patients = max(1, int(min_patients))
+        defined = (self.positive_patients >= self.min_patients) & (self.negative_patients >= self.min_patients)
         self.defined = defined
         rng = np.random.default_rng(self.seed)
         kept, drawn = [], 0
@@ -68,7 +76,8 @@ class PatientBootstrap:
 
     def record(self) -> dict:
         return {"resamples": self.n, "requested": self.requested, "drawn": self.drawn, "seed": self.seed,
-                "unit": "patient", "complete": "every label defined on the full set keeps both classes"}
+                "unit": "patient", "min_patients": self.min_patients,
+                "complete": "every supported label keeps both classes"}
 
 
 def resampled_auc(y, p, patient, counts, counts_t=None) -> np.ndarray:
@@ -137,13 +146,30 @@ def percentile_ci(values) -> list | None:
 
 
 def bootstrap_p(diffs) -> float | None:
-    """Two-sided p-value of a paired bootstrap: twice the smaller share of resampled differences on either side
-    of zero."""
+    """Two-sided p-value of a paired bootstrap, (k + 1) / (B + 1) on the smaller side, doubled: k resampled
+    differences of B at or beyond zero. Never 0: with none beyond zero it is 2 / (B + 1), the least B can show."""
     diffs = np.asarray(diffs, float)
     diffs = diffs[~np.isnan(diffs)]
     if not len(diffs):
         return None
-    return float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))
+    k = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
+    return float(min(1.0, 2 * (k + 1) / (len(diffs) + 1)))
+
+
+def p_floor(n_boot: int) -> float:
+    """The least p-value B resamples can show: 1 / (B + 1)."""
+    return 1.0 / (int(n_boot) + 1)
+
+
+def normal_p(diff: float, se: float, n_boot: int | None = None) -> float:
+    """Two-sided p of a difference from its standard error (normal approximation), floored at 1 / (B + 1) when
+    the SE comes from B resamples: its tail beyond that is the normal curve's, not the data's. With B = 1000 the
+    floor is 0.000999, so the smallest Holm-adjusted p of a family of 10 (0.00999) can fall below 0.01, which a
+    percentile p ((k + 1) / (B + 1), at least 0.002 two-sided) could not (0.02)."""
+    floor = p_floor(n_boot) if n_boot else 0.0
+    if not se or se <= 0 or not math.isfinite(se):
+        return 1.0 if diff == 0 else max(floor, 0.0)
+    return float(max(floor, min(1.0, 2 * sps.norm.sf(abs(diff) / se))))
 
 
 # --------------------------------------------------------------------------------------------- DeLong
@@ -183,7 +209,8 @@ def delong_from(a: tuple, b: tuple) -> dict:
     var = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
     diff = auc_a - auc_b
     if var <= 0:
-        return {"diff": diff, "ci": [diff, diff], "p": 1.0 if diff == 0 else 0.0, "se": 0.0}
+        # no variance to test with (a label with one positive, or identical scores): no p, never a p of 0
+        return {"diff": diff, "ci": [diff, diff], "p": 1.0 if diff == 0 else None, "se": 0.0}
     se = math.sqrt(var)
     z = diff / se
     return {"diff": diff, "ci": [diff - 1.959964 * se, diff + 1.959964 * se], "p": float(2 * sps.norm.sf(abs(z))),
@@ -200,6 +227,18 @@ def holm(pvalues) -> list:
     for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         out[i] = running
+    return out
+
+
+def bh(pvalues) -> list:
+    """Benjamini-Hochberg's step-up adjustment (false discovery rate) of a family of p-values (None stays None)."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    m = len(idx)
+    out = [None] * len(pvalues)
+    running = 1.0
+    for rank, i in reversed(list(enumerate(sorted(idx, key=lambda i: pvalues[i]), start=1))):
+        running = min(running, m * pvalues[i] / rank)
+        out[i] = min(1.0, running)
     return out
 
 

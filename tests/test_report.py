@@ -156,15 +156,16 @@ def test_every_pair_is_compared_with_holm_adjusted_p_and_a_reference_chosen_on_v
     assert len(macro) == 1 and {macro[0]["a"], macro[0]["b"]} == set(runs)
     a, b = macro[0]["a"], macro[0]["b"]
     assert macro[0]["diff"] == pytest.approx(runs[a]["test_auroc_macro"] - runs[b]["test_auroc_macro"])
-    assert macro[0]["test"] == "bootstrap" and macro[0]["p_holm"] == macro[0]["p"]  # a family of one
+    assert macro[0]["test"] == "patient bootstrap" and macro[0]["p_holm"] == macro[0]["p"]  # a family of one
+    assert macro[0]["family"] == "primary" and macro[0]["p"] > 0 and macro[0]["resamples"] > 0
     scored = {}
     for name in (a, b):
         frame = pd.read_csv(out / "runs" / name / "predictions_test.csv")
         y = frame[[f"y_true_{lab}" for lab in LABELS]].to_numpy(float)
         p = frame[[f"y_prob_{lab}" for lab in LABELS]].to_numpy(float)
         scored[name] = score_units(frame, y, p, "study", "max")  # the phantom is scored per study
-    per_label = [c for c in comparisons if c["test"] == "delong"]
-    assert per_label and all(c["p_holm"] >= c["p"] for c in per_label)
+    per_label = [c for c in comparisons if c["label"] != "macro"]
+    assert per_label and all(c["p_holm"] >= c["p"] and c["family"] == "exploratory" for c in per_label)
     for c in per_label:
         j = LABELS.index(c["label"])
         y = scored[a].truth[:, j]
@@ -172,7 +173,10 @@ def test_every_pair_is_compared_with_holm_adjusted_p_and_a_reference_chosen_on_v
         expected = (skm.roc_auc_score(y[keep], scored[a].probs[keep, j])
                     - skm.roc_auc_score(y[keep], scored[b].probs[keep, j]))
         assert c["diff"] == pytest.approx(expected)
-        assert c["p"] == pytest.approx(delong(y[keep], scored[a].probs[keep, j], scored[b].probs[keep, j])["p"])
+        clustered = len(set(scored[a].patients)) < len(scored[a].patients)  # a patient with several studies
+        assert c["test"] == ("patient bootstrap" if clustered else "delong")
+        if c["test"] == "delong":
+            assert c["p"] == pytest.approx(delong(y[keep], scored[a].probs[keep, j], scored[b].probs[keep, j])["p"])
     html = (out / "report" / "index.html").read_text()
     assert "Every pair of runs" in html and "reference" in html and "Protocol." in html
     assert "scored per <b>study (max over views)</b>" in html

@@ -81,7 +81,8 @@ def fabricate(out: Path, runs: int, images: int, labels: int = 14, n_boot: int =
             write_csv(run_dir / f"predictions_{part}.csv", table)
         thresholds = choose_thresholds(data["val"][1], probs["val"], names)
         metrics = {part: score_split(frame, truth, probs[part], names, "image", "max", thresholds, n_boot,
-                                     curves=(part == "test")) for part, (frame, truth) in data.items()}
+                                     curves=(part == "test"), min_positives=10)
+                   for part, (frame, truth) in data.items()}
         metrics.update(synthetic=True, protocol={"name": "official_test", "test": "fabricated (perf report)",
                                                  "val": "fabricated (perf report)", "sizes": {}})
         write_json(run_dir / "metrics.json", metrics)

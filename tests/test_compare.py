@@ -1,0 +1,143 @@
+"""Comparisons a reviewer accepts: per-label tests clustered by patient, rare labels kept out, no p of 0, seeds
+pooled into configurations. Fabricated test sets (no training), checked against independent computations."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from reports.compare import compare
+from reports.metrics import compute_metrics
+from reports.stats import bh, bootstrap_p, holm, normal_p
+
+
+def _clustered(patients=300, per_patient=8, labels=2, seed=0):
+    """Patients with several images each, and a patient effect shared by a patient's images (in truth and in
+    every model's score), as on NIH's follow-up images."""
+    rng = np.random.default_rng(seed)
+    patient = np.repeat(np.arange(patients), per_patient)
+    effect = rng.normal(0, 1, (patients, labels))[patient]
+    truth = (effect + rng.normal(0, 0.5, effect.shape) > 1.0).astype(float)
+    frame = pd.DataFrame({"path": [f"img{i:06d}.png" for i in range(len(patient))],
+                          "patient": [f"p{p:04d}" for p in patient]})
+    return frame, truth, effect, rng
+
+
+def _run(name, frame, truth, probs, labels, val=0.8, **config):
+    return {"name": name, "labels": labels, "test_frame": frame, "test_y": truth, "test_p": probs,
+            "test_metrics": {"summary": {"unit": "image"}}, "val_metrics": {"summary": {"auroc_macro": val}},
+            "config": {"dataset": "nih", "backbone": "densenet121", "seed": 0, **config}}
+
+
+def _scores(rng, truth, effect, strength, per_patient=8):
+    """A model's scores: its signal, the shared patient effect, and its own effect per patient (how it reads that
+    patient's images), so that a patient's images move together in the difference between models too."""
+    own = np.repeat(rng.normal(0, 1.0, (len(truth) // per_patient, truth.shape[1])), per_patient, axis=0)
+    noise = 0.8 * effect + own + rng.normal(0, 0.5, truth.shape)
+    return 1 / (1 + np.exp(-(strength * (2 * truth - 1) + noise)))
+
+
+def test_per_label_tests_are_clustered_by_patient_and_match_an_independent_patient_bootstrap():
+    frame, truth, effect, rng = _clustered()
+    labels = ["A", "B"]
+    pa, pb = _scores(rng, truth, effect, 1.0), _scores(rng, truth, effect, 0.9)
+    result = compare([_run("a", frame, truth, pa, labels, val=0.9, backbone="resnet50"),
+                      _run("b", frame, truth, pb, labels, val=0.8)], n_boot=400, min_positives=10)
+    row = next(c for c in result.rows if c["label"] == "A")
+    assert row["test"] == "patient bootstrap" and row["resamples"] == 400
+    # independently: resample the 300 patients with another generator, sklearn with the patients' counts as weights
+    patient = frame["patient"].str[1:].astype(int).to_numpy()
+    other = np.random.default_rng(12345)
+    diffs = []
+    for _ in range(300):
+        w = np.bincount(other.integers(0, 300, 300), minlength=300)[patient]
+        diffs.append(skm.roc_auc_score(truth[:, 0], pa[:, 0], sample_weight=w)
+                     - skm.roc_auc_score(truth[:, 0], pb[:, 0], sample_weight=w))
+    independent = np.std(diffs, ddof=1)
+    assert row["se"] == pytest.approx(independent, rel=0.25)
+    assert row["a"] == "b" and row["b"] == "a"  # configuration minus the reference (a: best on validation)
+    assert row["diff"] == pytest.approx(skm.roc_auc_score(truth[:, 0], pb[:, 0])
+                                        - skm.roc_auc_score(truth[:, 0], pa[:, 0]))
+    # DeLong, which takes the 2,400 images as independent, understates that error
+    from reports.stats import delong
+
+    assert delong(truth[:, 0], pa[:, 0], pb[:, 0])["se"] < 0.8 * independent
+
+
+def test_delong_only_where_every_patient_has_one_image():
+    frame, truth, effect, rng = _clustered(patients=400, per_patient=1)
+    pa, pb = _scores(rng, truth, effect, 1.0, 1), _scores(rng, truth, effect, 0.7, 1)
+    result = compare([_run("a", frame, truth, pa, ["A", "B"], backbone="resnet50"),
+                      _run("b", frame, truth, pb, ["A", "B"])], n_boot=200)
+    tests = {c["label"]: c["test"] for c in result.rows}
+    assert tests == {"macro": "patient bootstrap", "A": "delong", "B": "delong"}
+
+
+def test_a_label_with_one_positive_patient_stays_out_of_the_macro_and_every_test():
+    frame, truth, effect, rng = _clustered(patients=200, per_patient=4, labels=3)
+    truth[:, 2] = 0
+    truth[frame["patient"] == "p0007", 2] = 1  # one positive patient: four images
+    labels = ["A", "B", "Rare"]
+    pa, pb = _scores(rng, truth, effect, 1.0, 4), _scores(rng, truth, effect, 0.8, 4)
+    pb[:, 2] = rng.random(len(pb))  # a random scorer on the rare label
+    result = compare([_run("a", frame, truth, pa, labels, val=0.9, backbone="resnet50"),
+                      _run("b", frame, truth, pb, labels)], n_boot=200, min_positives=10)
+    support = result.support[0]["labels"]["Rare"]
+    assert support == {"positive_patients": 1, "negative_patients": 199, "positives": 4, "units": 800, "kept": False}
+    assert {c["label"] for c in result.rows} == {"macro", "A", "B"}
+    macro = next(c for c in result.rows if c["label"] == "macro")
+    expected = np.mean([skm.roc_auc_score(truth[:, j], pb[:, j]) - skm.roc_auc_score(truth[:, j], pa[:, j])
+                        for j in (0, 1)])  # b minus the reference a
+    assert macro["diff"] == pytest.approx(expected)
+    # a run's own metrics: the rare label gets no number, with its counts, and stays out of the macro
+    m = compute_metrics(truth, pb, labels, frame["patient"].to_numpy(), n_boot=100, curves=False, min_positives=10)
+    rare = m["per_label"]["Rare"]
+    assert rare["auroc"] is None and rare["too_few"] and rare["positive_patients"] == 1
+    assert rare["prevalence"] == rare["auprc_baseline"] == pytest.approx(4 / 800)
+    assert m["summary"]["auroc_macro"] == pytest.approx(np.mean([skm.roc_auc_score(truth[:, j], pb[:, j])
+                                                                 for j in (0, 1)]))
+
+
+def test_no_p_value_of_zero_and_a_ten_pair_family_can_reach_holm_below_0_01():
+    assert bootstrap_p(np.full(1000, 0.05)) == pytest.approx(2 / 1001)  # every resample on one side: not 0
+    assert bootstrap_p(np.array([-1.0, 1.0, 2.0, 3.0])) == pytest.approx(2 * 2 / 5)
+    assert normal_p(0.3, 0.001, 1000) == pytest.approx(1 / 1001)  # floored at what B can show
+    assert normal_p(0.02, 0.01) == pytest.approx(2 * (1 - 0.5 * (1 + math.erf(2 / math.sqrt(2)))))
+    assert min(holm([normal_p(0.3, 0.001, 1000)] * 10)) < 0.01  # 10 / 1001
+    frame, truth, effect, rng = _clustered(patients=150, per_patient=2)
+    perfect = truth + 0.01 * rng.random(truth.shape)
+    result = compare([_run("a", frame, truth, perfect, ["A", "B"], backbone="resnet50"),
+                      _run("b", frame, truth, rng.random(truth.shape), ["A", "B"])], n_boot=200)
+    assert all(c["p"] > 0 and c["p_holm"] > 0 for c in result.rows)
+    assert min(c["p"] for c in result.rows) == pytest.approx(1 / 201)
+
+
+def test_benjamini_hochberg_by_hand():
+    # sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, 0.04, 0.04, 0.5 (step-up: each the least of m p / rank above it)
+    assert bh([0.03, 0.01, 0.5, 0.02, None]) == pytest.approx([0.04, 0.04, 0.5, 0.04, None])
+
+
+def test_seeds_are_pooled_into_one_configuration_with_the_between_seed_variance():
+    frame, truth, effect, rng = _clustered(patients=200, per_patient=3)
+    labels = ["A", "B"]
+    seeds = [_run(f"dense-seed{s}", frame, truth, _scores(rng, truth, effect, 1.0 + 0.2 * s, 3), labels,
+                  val=0.7 + s / 100, seed=s) for s in range(3)]
+    other = _run("resnet", frame, truth, _scores(rng, truth, effect, 0.8, 3), labels, val=0.9, backbone="resnet50")
+    result = compare(seeds + [other], n_boot=300)
+    assert [(c.name, c.seeds) for c in result.configurations] == [("dense (3 seeds)", 3), ("resnet", 1)]
+    assert result.reference == "resnet"  # the best on validation
+    rows = [c for c in result.rows if c["label"] == "macro"]
+    assert len(rows) == 1 and rows[0]["a"] == "dense (3 seeds)" and rows[0]["b"] == "resnet"
+    assert rows[0]["family"] == "primary" and rows[0]["seeds"] == [3, 1]
+
+    def macro(p):
+        return np.mean([skm.roc_auc_score(truth[:, j], p[:, j]) for j in (0, 1)])
+
+    per_seed = [macro(r["test_p"]) for r in seeds]
+    assert rows[0]["diff"] == pytest.approx(np.mean(per_seed) - macro(other["test_p"]))
+    assert rows[0]["seed_se"] == pytest.approx(math.sqrt(np.var(per_seed, ddof=1) / 3))
+    assert rows[0]["se"] > rows[0]["seed_se"] > 0
+    assert rows[0]["ci"][0] == pytest.approx(rows[0]["diff"] - 1.959964 * rows[0]["se"])
+    assert all(r["configuration"] == "dense (3 seeds)" for r in seeds)
