@@ -112,24 +112,37 @@ def seed_groups(rows: list[dict], runs: list[dict] | None = None) -> list[dict]:
 
 
 def subgroup_gaps(runs: list[dict]) -> list[dict]:
-    """Per run and attribute, the largest gap between its groups (with numbers) in false-negative rate (the
-    underdiagnosis measure) and in macro AUROC, on the test split."""
+    """Per run and attribute, the largest gap between its groups (with numbers) in the per-finding false-negative
+    rate and in mean AUROC, on the test split; every group averaged over the same labels (those scored in every
+    group), so that a label present in one group only cannot make a gap."""
     out = []
     for r in runs:
         groups = ((r.get("test_metrics") or {}).get("subgroups")) or {}
         for attribute, members in groups.items():
             scored = {g: m for g, m in members.items() if m.get("auroc_macro") is not None}
-            fnr = {g: m["fnr_macro"] for g, m in scored.items() if m.get("fnr_macro") is not None}
             row = {"run": r["name"], "attribute": attribute, "groups": len(members), "scored": len(scored)}
-            if len(fnr) >= 2:
-                hi, lo = max(fnr, key=fnr.get), min(fnr, key=fnr.get)
-                row.update(fnr_gap=fnr[hi] - fnr[lo], fnr_high=hi, fnr_low=lo)
-            if len(scored) >= 2:
-                auc = {g: m["auroc_macro"] for g, m in scored.items()}
-                hi, lo = max(auc, key=auc.get), min(auc, key=auc.get)
-                row.update(auroc_gap=auc[hi] - auc[lo], auroc_high=hi, auroc_low=lo)
+            for kind, key in (("fnr", "fnr"), ("auroc", "auroc")):
+                values = _common_means({g: m.get(key) for g, m in scored.items()})
+                if values is None:
+                    continue
+                means, common = values
+                hi, lo = max(means, key=means.get), min(means, key=means.get)
+                row.update({f"{kind}_gap": means[hi] - means[lo], f"{kind}_high": hi, f"{kind}_low": lo,
+                            f"{kind}_labels": len(common)})
             out.append(row)
     return out
+
+
+def _common_means(per_group: dict):
+    """Each group's mean over the labels every group has a value for, and those labels (None: fewer than two
+    groups with per-label values, or no label in common)."""
+    per_group = {g: v for g, v in per_group.items() if isinstance(v, dict) and v}
+    if len(per_group) < 2:
+        return None
+    common = sorted(set.intersection(*(set(v) for v in per_group.values())))
+    if not common:
+        return None
+    return {g: float(np.mean([v[lab] for lab in common])) for g, v in per_group.items()}, common
 
 
 def external_tables(runs: list[dict]) -> list[dict]:

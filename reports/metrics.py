@@ -206,14 +206,16 @@ def subgroup_metrics(scored: Scored, labels, thresholds, n_boot: int) -> dict:
             if entry["n"] < MIN_GROUP:
                 entry["undefined"] = f"fewer than {MIN_GROUP} {scored.unit}s"
                 continue
-            aurocs, fnrs = [], {}
+            aurocs, fnrs, by_label = [], {}, {}
             for j, label in enumerate(labels):
                 yj, pj, _ = _present(y[:, j], p[:, j])
                 if len(np.unique(yj)) == 2:
                     aurocs.append(float(skm.roc_auc_score(yj, pj)))
+                    by_label[label] = aurocs[-1]
                 if yj.sum():
                     fnrs[label] = float(((pj < thresholds[label][SUMMARY_THRESHOLD]) & (yj == 1)).sum() / yj.sum())
             entry["fnr"] = fnrs
+            entry["auroc"] = by_label  # per label: the report compares groups over the labels they share
             entry["fnr_macro"] = _mean(list(fnrs.values()))
             if not aurocs:
                 entry["auroc_macro"] = None

@@ -141,3 +141,28 @@ def test_seeds_are_pooled_into_one_configuration_with_the_between_seed_variance(
     assert rows[0]["se"] > rows[0]["seed_se"] > 0
     assert rows[0]["ci"][0] == pytest.approx(rows[0]["diff"] - 1.959964 * rows[0]["se"])
     assert all(r["configuration"] == "dense (3 seeds)" for r in seeds)
+
+
+def test_subgroups_are_averaged_over_the_labels_every_group_shares():
+    """Identical performance for women and men on label A; label B's positives are all men. Averaged over
+    whatever each group has, the AUROC gap was B's artefact; over the shared labels it is A's alone: 0."""
+    from reports.build import subgroup_gaps
+
+    rng = np.random.default_rng(4)
+    n = 400
+    sex = np.repeat(["F", "M"], n // 2)
+    truth = np.zeros((n, 2))
+    a = rng.random(n // 2) < 0.3
+    truth[:, 0] = np.concatenate([a, a])  # the same cases in both groups
+    truth[n // 2:, 1] = rng.random(n // 2) < 0.3  # B: positives among men only
+    score_a = np.where(a, rng.normal(1, 1, n // 2), rng.normal(0, 1, n // 2))
+    probs = np.column_stack([np.concatenate([score_a, score_a]), rng.random(n)])  # B: a poor scorer
+    meta = pd.DataFrame({"sex": sex, "age": np.full(n, 50), "view": np.full(n, "PA")})
+    m = compute_metrics(truth, 1 / (1 + np.exp(-probs)), ["A", "B"], np.arange(n).astype(str), n_boot=0,
+                        curves=False, meta=meta)
+    groups = m["subgroups"]["sex"]
+    assert set(groups["F"]["auroc"]) == {"A"} and set(groups["M"]["auroc"]) == {"A", "B"}
+    assert abs(groups["F"]["auroc_macro"] - groups["M"]["auroc_macro"]) > 0.05  # the old, unequal averages
+    row = next(g for g in subgroup_gaps([{"name": "r", "test_metrics": m}]) if g["attribute"] == "sex")
+    assert row["auroc_gap"] == pytest.approx(0.0, abs=1e-12) and row["auroc_labels"] == 1
+    assert row["fnr_gap"] == pytest.approx(0.0, abs=1e-12) and row["fnr_labels"] == 1
