@@ -63,11 +63,11 @@ def _model(backbone: str, size: int, labels: int, policy: str, xla: bool):
 
     from benchmark.config import Config
     from benchmark.losses import make_loss
-    from models.classifier import build_classifier
+    from benchmark.network import classifier_for
 
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.clear_session()
-    model = build_classifier(Config(backbone=backbone, weights=None, image_size=size, augment=False), labels)
+    model = classifier_for(Config(backbone=backbone, weights=None, image_size=size, augment=False), labels)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss("bce"), jit_compile=xla)
     return model
 

@@ -280,7 +280,7 @@ def _train(cfg: Config, run_dir: Path, data, fingerprint: dict, log) -> dict:
     from benchmark.evaluation import finish_run
     from benchmark.inference import register_custom_objects
     from benchmark.batches import make_input
-    from models.classifier import build_classifier
+    from benchmark.network import classifier_for
     from models.flops import count_flops
 
     register_custom_objects()
@@ -315,7 +315,7 @@ def _train(cfg: Config, run_dir: Path, data, fingerprint: dict, log) -> dict:
             state = RunState()
             (run_dir / HISTORY).unlink(missing_ok=True)
             shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)  # a start that saved no epoch (ours)
-            model = build_classifier(cfg, len(data.labels))
+            model = classifier_for(cfg, len(data.labels))
     data.complete()
     # the data are known to be good: the configuration and the fingerprint are recorded now
     write_config(run_dir, cfg)

@@ -5,6 +5,7 @@ and fine-tuning modes can reach them."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -32,21 +33,34 @@ def build_head(feature_shape, n_labels: int, dropout: float = 0.2, hidden: int =
     return keras.Model(inp, out, name="head")
 
 
-def build_augment(cfg) -> keras.Sequential:
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation: rotation in degrees, shift/zoom as fractions, brightness/contrast changes."""
+
+    rotation: float = 0.0
+    shift: float = 0.0
+    zoom: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    hflip: bool = False
+    seed: int = 0
+
+
+def build_augment(aug: Augment) -> keras.Sequential:
     """Small rotation, shift, zoom, brightness and contrast changes; active only while training."""
-    seed = int(cfg.seed)
+    seed = int(aug.seed)
     steps = []
-    if cfg.rotation:
-        steps.append(layers.RandomRotation(cfg.rotation / 360.0, fill_mode="constant", seed=seed))
-    if cfg.shift:
-        steps.append(layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="constant", seed=seed + 1))
-    if cfg.zoom:
-        steps.append(layers.RandomZoom(cfg.zoom, fill_mode="constant", seed=seed + 2))
-    if cfg.brightness:
-        steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 3))
-    if cfg.contrast:
-        steps.append(layers.RandomContrast(cfg.contrast, seed=seed + 4))
-    if cfg.hflip:
+    if aug.rotation:
+        steps.append(layers.RandomRotation(aug.rotation / 360.0, fill_mode="constant", seed=seed))
+    if aug.shift:
+        steps.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 1))
+    if aug.zoom:
+        steps.append(layers.RandomZoom(aug.zoom, fill_mode="constant", seed=seed + 2))
+    if aug.brightness:
+        steps.append(layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 3))
+    if aug.contrast:
+        steps.append(layers.RandomContrast(aug.contrast, seed=seed + 4))
+    if aug.hflip:
         steps.append(layers.RandomFlip("horizontal", seed=seed + 5))
     return keras.Sequential(steps, name="augment")
 
@@ -72,26 +86,26 @@ def zero_init_residuals(backbone: keras.Model, pattern: str) -> int:
     return count
 
 
-def build_classifier(cfg, n_labels: int) -> keras.Model:
-    """The whole network for a Config: backbone `cfg.backbone` at `cfg.image_size` with `cfg.weights`."""
-    from benchmark.config import weights_for
-
-    spec = get_spec(cfg.backbone)
-    size = cfg.image_size
-    weights = weights_for(cfg)
-    backbone = build_backbone(cfg.backbone, size, weights, cfg.weights_dir)
-    backbone.name = "backbone"
-    momentum = cfg.bn_momentum if cfg.bn_momentum is not None else (0.9 if weights is None else None)
+def build_classifier(backbone: str, image_size: int, n_labels: int, weights=None, weights_dir: str | None = None,
+                     bn_momentum: float | None = None, dropout: float = 0.2, head_hidden: int = 0,
+                     per_label_heads: bool = False, augment: Augment | None = None) -> keras.Model:
+    """The whole network: `backbone` at `image_size` starting from `weights` (None: random), uint8 grayscale in,
+    one probability per label out. `bn_momentum` None: 0.9 from scratch, else the backbone's own."""
+    spec = get_spec(backbone)
+    size = image_size
+    net = build_backbone(backbone, size, weights, weights_dir)
+    net.name = "backbone"
+    momentum = bn_momentum if bn_momentum is not None else (0.9 if weights is None else None)
     if momentum is not None:
-        set_bn_momentum(backbone, momentum)
+        set_bn_momentum(net, momentum)
     if weights is None and spec.residual_bn:
-        zero_init_residuals(backbone, spec.residual_bn)
-    head = build_head(backbone.output.shape[1:], n_labels, cfg.dropout, cfg.head_hidden, cfg.per_label_heads)
+        zero_init_residuals(net, spec.residual_bn)
+    head = build_head(net.output.shape[1:], n_labels, dropout, head_hidden, per_label_heads)
     inp = keras.Input(shape=(size, size, 1), dtype="uint8", name="image")
     x = layers.Rescaling(1.0, dtype="float32", name="to_float")(inp)
-    if cfg.augment:
-        x = build_augment(cfg)(x)
+    if augment is not None:
+        x = build_augment(augment)(x)
     x = GrayToBackbone(spec.preprocess, name="preprocess")(x)
-    x = backbone(x)
+    x = net(x)
     out = head(x)
-    return keras.Model(inp, out, name=f"cxr_{cfg.backbone}")
+    return keras.Model(inp, out, name=f"cxr_{backbone}")

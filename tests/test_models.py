@@ -8,7 +8,8 @@ keras = pytest.importorskip("keras")
 
 from benchmark.config import Config  # noqa: E402
 from benchmark.errors import UserError  # noqa: E402
-from models.classifier import build_classifier, set_bn_momentum  # noqa: E402
+from benchmark.network import classifier_for  # noqa: E402
+from models.classifier import set_bn_momentum  # noqa: E402
 from models.flops import count_flops  # noqa: E402
 from models.registry import REGISTRY, build_backbone, get_spec  # noqa: E402
 
@@ -25,7 +26,7 @@ def test_required_and_extra_backbones_are_registered():
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_backbone_builds_and_predicts_on_tiny_input(name):
     cfg = Config(backbone=name, weights=None, image_size=32, augment=False)
-    model = build_classifier(cfg, 3)
+    model = classifier_for(cfg, 3)
     out = model.predict(np.random.default_rng(0).integers(0, 255, (2, 32, 32, 1)).astype(np.uint8), verbose=0)
     assert out.shape == (2, 3) and out.dtype == np.float32
     assert np.isfinite(out).all() and ((out >= 0) & (out <= 1)).all()  # untrained: may saturate
@@ -45,7 +46,7 @@ def test_resnet34_is_the_basic_block_network():
 
 def test_save_load_round_trip_and_weights_file(tmp_path):
     cfg = Config(backbone="resnet34", weights=None, image_size=32)
-    model = build_classifier(cfg, 2)
+    model = classifier_for(cfg, 2)
     x = np.random.default_rng(1).integers(0, 255, (3, 32, 32, 1)).astype(np.uint8)
     before = model.predict(x, verbose=0)
     model.save(tmp_path / "m.keras")
@@ -78,7 +79,7 @@ def test_size_and_imagenet_errors(monkeypatch):
 
 def test_heads_and_bn_momentum():
     cfg = Config(backbone="mobilenet", weights=None, image_size=32, head_hidden=16, per_label_heads=True, dropout=0.3)
-    model = build_classifier(cfg, 4)
+    model = classifier_for(cfg, 4)
     head = model.get_layer("head")
     assert {"hidden", "dropout", "label_0", "label_3", "probabilities"} <= {layer.name for layer in head.layers}
     assert head.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
@@ -89,7 +90,7 @@ def test_heads_and_bn_momentum():
 
 def test_residual_blocks_start_as_identity_from_scratch():
     for name, blocks in (("resnet34", 16), ("resnet50", 16), ("resnet101", 33)):
-        model = build_classifier(Config(backbone=name, weights=None, image_size=32), 2)
+        model = classifier_for(Config(backbone=name, weights=None, image_size=32), 2)
         zeroed = [layer for layer in model.get_layer("backbone").layers
                   if isinstance(layer, keras.layers.BatchNormalization) and not np.any(layer.get_weights()[0])]
         assert len(zeroed) == blocks, name

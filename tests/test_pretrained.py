@@ -97,7 +97,7 @@ def test_weights_per_backbone_and_a_backbone_without_imagenet_weights_is_refused
 @pytest.mark.parametrize("profile", ["chexpert", "nih"])
 def test_the_comparison_profiles_plan_and_build_all_five_with_pretrained_weights(profile, mirror, phantom):
     from benchmark.sweep import plan_runs
-    from models.classifier import build_classifier
+    from benchmark.network import classifier_for
 
     folder, saved = mirror
     cfg = load_config(ROOT / "configs" / f"{profile}.yaml",
@@ -109,7 +109,7 @@ def test_the_comparison_profiles_plan_and_build_all_five_with_pretrained_weights
     for name in backbones:
         run_cfg = next(r for _, r in runs if r.backbone == name)
         assert weights_for(run_cfg) == "imagenet"
-        model = build_classifier(run_cfg, 5)
+        model = classifier_for(run_cfg, 5)
         backbone = model.get_layer("backbone")
         if name in saved:
             np.testing.assert_array_equal(backbone.get_weights()[0], saved[name][0])

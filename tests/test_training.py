@@ -80,7 +80,7 @@ def test_a_finished_run_of_other_settings_or_data_is_refused_not_mixed(trained, 
 def test_finetune_modes_and_losses(phantom, tmp_path, finetune, loss, policy):
     import keras
 
-    from models.classifier import build_classifier
+    from benchmark.network import classifier_for
 
     cfg = tiny_config(phantom, backbone="mobilenet", finetune=finetune, loss=loss, policy=policy, epochs=2,
                       gradual_epochs=1, steps_per_epoch=3, gradcam_images=0)
@@ -90,7 +90,7 @@ def test_finetune_modes_and_losses(phantom, tmp_path, finetune, loss, policy):
     last = tmp_path / "checkpoint" / "last.keras"  # the best epoch may be any; the last one shows what trained
     model = keras.models.load_model(last if last.is_file() else tmp_path / "model.keras")
     keras.utils.set_random_seed(cfg.seed)
-    fresh = build_classifier(cfg, 5)
+    fresh = classifier_for(cfg, 5)
     trained_w = model.get_layer("backbone").get_weights()[0]
     fresh_w = fresh.get_layer("backbone").get_weights()[0]
     if finetune in ("linear", "baseline"):

@@ -24,7 +24,7 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
     from benchmark.config import Config
     from benchmark.losses import make_loss
     from benchmark.data.phantom import FOLDER, make_phantom
-    from models.classifier import build_classifier
+    from benchmark.network import classifier_for
 
     engine = keras.backend.backend()
     keras.mixed_precision.set_global_policy(precision)
@@ -42,7 +42,7 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
         labels = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
         targets = ds.frame[labels].fillna(0).clip(0, 1).to_numpy(np.float32)
         cfg = Config(backbone=backbone, weights=None, image_size=image_size, augment=False, precision=precision)
-        model = build_classifier(cfg, len(labels))
+        model = classifier_for(cfg, len(labels))
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=make_loss("bce"),
                       jit_compile=True if engine == "jax" else "auto")
         rows = cache.rows(files)
