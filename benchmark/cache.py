@@ -37,9 +37,27 @@ CACHE_VERSION = 3  # 2: bilinear resizing when shrinking by less than 1/0.7; 3: 
 BUILDING = ".building"  # a partial build's lock file, held (flock) by the process building it
 CHECK_ROWS = 32  # images whose CRC is recorded, to detect a damaged cache when it is opened
 
+CACHE_BUILT = "CXR_BENCH_CACHE_BUILT"  # set for a sweep's runs: their image caches exist already
+
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("CXR_BENCH_CACHE", Path.home() / ".cache" / "cxr-bench"))
+
+
+def check_cache_dir(cache_dir=None) -> Path:
+    """The cache folder (`cache_dir`, else the default), refused as one line if it, or a folder above it, is a
+    file: checked before a command touches anything."""
+    from benchmark.errors import UserError
+
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    for above in (folder, *folder.parents):
+        if above.exists() and not above.is_dir():
+            source = "cache_dir" if cache_dir else "the image cache ($CXR_BENCH_CACHE, or ~/.cache/cxr-bench)"
+            raise UserError(f"{source} {folder}: {above} is a file, not a folder; give the image cache a folder "
+                            f"(--set cache_dir=DIR)")
+        if above.exists():
+            break
+    return folder
 
 
 # Caches up to this size are gathered by the pipeline from one tensor over the whole memory map; larger ones
@@ -244,7 +262,7 @@ def begin_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
     waits for them and returns the ImageCache; cancel() (or leaving a `with` block without result()) stops
     them and removes the partial cache."""
     files = list(dict.fromkeys(files))
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_dir = check_cache_dir(cache_dir)
     key, missing = _fingerprint(files, size, resize, equalize, max_pixels)
     final = cache_dir / key
     if final.is_dir():

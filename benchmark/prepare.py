@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.cache import CacheBuild, ImageCache, begin_cache
+from benchmark.cache import CACHE_BUILT, CacheBuild, ImageCache, begin_cache
 from benchmark.data.load import load_dataset
 from benchmark.data.policies import evaluation_targets, training_targets
 from benchmark.data.table import Dataset
 from benchmark.decoders import start_decoders, stop_decoders
 from benchmark.errors import UserError
 from benchmark.fingerprint import data_part, split_hash
-from benchmark.launchers import CACHE_BUILT
 
 
 

@@ -1,5 +1,5 @@
 """Sweeps on Ray (an optional extra: `pip install -e .[ray]`): each run of the grid is a Ray task that asks for the
-run's resources and, on its node, starts the run contract (`benchmark.launchers`): the same child process as the
+run's resources and, on its node, starts the run contract (`benchmark.run_contract`): the same child process as the
 local runner, so that the run's TensorFlow and GPU memory are freed when it ends and its log, status, lock and resume
 are exactly those of a local run. Run folders and the image cache must be on storage every node sees (a shared
 `--out` and `cache_dir`); where no shared cache is given, each node decodes once into its own.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from benchmark.errors import UserError
-from benchmark.launchers import Job, Launcher, _die_with_parent, child_command, child_environment
+from benchmark.run_contract import Job, Launcher, child_command, child_environment, die_with_parent
 from benchmark.rundir import TRAIN_LOG
 
 INSTALL_HINT = "pip install -e .[ray]"
@@ -68,7 +68,7 @@ def run_contract(run_dir: str, gpus: float, env: dict, cwd: str) -> int:
         log.flush()
         proc = subprocess.Popen(child_command(run), stdout=log, stderr=subprocess.STDOUT,
                                 cwd=cwd if os.path.isdir(cwd) else None,
-                                env=child_environment(extra, parent=os.getpid()), preexec_fn=_die_with_parent)
+                                env=child_environment(extra, parent=os.getpid()), preexec_fn=die_with_parent)
         try:
             while True:  # in short waits: a cancel (KeyboardInterrupt) is not delivered inside a blocking wait
                 try:
@@ -88,6 +88,17 @@ class RayLauncher(Launcher):
     """Runs go to a Ray cluster, one task per run. `address`: "auto" (the cluster this machine belongs to),
     HOST:6379 or ray://HOST:10001 (another), "local" (a private cluster here, on 127.0.0.1 only), or None
     ($RAY_ADDRESS, else "local")."""
+
+    @classmethod
+    def check(cls, cfg, gpus: str | None = None) -> None:
+        if gpus:
+            raise UserError("--gpus is for the local launcher; on Ray each run asks for ray_gpus_per_run GPUs "
+                            "(--set ray_gpus_per_run=1) and Ray places it")
+        import_ray(cfg.ray_address)
+
+    @classmethod
+    def from_config(cls, cfg, gpus: str | None = None) -> "RayLauncher":
+        return cls(cfg.ray_address, cfg.ray_gpus_per_run, cfg.ray_cpus_per_run)
 
     def __init__(self, address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: float = 1.0,
                  local_cpus: int | None = None):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from benchmark.config import SWEEP_KEYS, merge, parse_set
 from benchmark.errors import UserError
-from benchmark.launchers import Launcher, check_backend, make_launcher
+from benchmark.launchers import check_launcher, make_launcher
+from benchmark.run_contract import Launcher
 from benchmark.ownership import FolderLock, claim, expect_kind, is_ours, kind_of
 from benchmark.rundir import (RETRAIN, REQUESTED, RUNS, SWEEP_CONFIG, read_config, read_json, read_status,
                               write_config, write_json)
@@ -39,7 +40,7 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
     if where:
         cfg = cfg.replace(**{k: v for k, v in where.items() if v is not None})
     if launcher is None:
-        check_backend(cfg, gpus)
+        check_launcher(cfg, gpus)
     overrides = parse_set(sets)
     fixed = sorted(set(overrides) & FIXED_KEYS)
     if fixed:
