@@ -54,6 +54,12 @@ def key(default, doc: str, **spec):
     return field(default=default, metadata={"key": spec, "doc": doc})
 
 
+def _tune_space(v):
+    from benchmark.tune import space_problem  # checked against the other keys' declarations, in the tuning module
+
+    return space_problem(v)
+
+
 def _int(lo=None, hi=None):
     def check(v):
         if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -295,6 +301,20 @@ class Config:
     ray_cpus_per_run: float = key(1.0, "Ray: CPUs each run asks for", check=_num(0), result=False)
     ray_gpus_per_run: float | None = key(None, "Ray: GPUs each run asks for (null: 1 on a cluster with GPUs, else 0)",
                                          check=_num(0), result=False)
+
+    # --- tuning: an equal budget per configuration (benchmark/tune.py, docs/tuning.md) ---
+    tune_trials: int | None = key(None, "tuning: trials per configuration (a sweep point without the tuned keys)",
+                                  check=_int(1), since=2)
+    tune_budget_hours: float | None = key(None, "tuning: training hours per configuration; no trial starts once "
+                                          "they are spent", check=_num(0, lo_open=True), since=2)
+    tune_space: Any = key(None, "tuning: {key: {log_uniform: [lo, hi]} | {uniform: [lo, hi]} | {int: [lo, hi]} | "
+                          "{choice: [...]}} over result-changing keys", check=_tune_space, since=2)
+    tune_sampler: str = key("tpe", "tuning: Optuna's sampler, tpe or random (seeded by seed)",
+                            check=_choice(("tpe", "random")), since=2)
+    tune_pruner: str = key("none", "tuning: stop poor trials on their validation AUROC per epoch: none, median or "
+                           "hyperband", check=_choice(("none", "median", "hyperband")), since=2)
+    tune_seeds: int = key(1, "tuning: seeds the chosen setting of each configuration is trained with for the "
+                          "comparison", check=_int(1, 100), since=2)
 
     # --- sweep grid (empty: the single value above) ---
     backbones: tuple = key((), "sweep axis: backbones to train", axis_of="backbone")

@@ -34,8 +34,13 @@ STOP_GRACE_S = 60  # how long a stopped run may take to record itself and exit b
 PROGRESS = re.compile(r"^(Epoch \d+/\d+|.*val_auroc.*|.*test mean AUROC.*|resuming .*|error: .*|running on node .*)$")
 
 
-def plan_runs(cfg: Config) -> list[tuple[str, Config]]:
-    """(run name, config) for every point of the grid; names use only the keys that vary."""
+def plan_runs(cfg: Config, out: Path | None = None) -> list[tuple[str, Config]]:
+    """(run name, config) for every point of the grid; names use only the keys that vary. A tuning sweep's runs
+    are each configuration's chosen setting per seed, read from its trials under `out` (benchmark.tune)."""
+    if cfg.tune_space is not None:
+        from benchmark.tune import final_plan
+
+        return final_plan(cfg, out)
     runs = grid(cfg)
     varying = {single for multi, single in SWEEP_KEYS.items()
                if len({repr(getattr(r, single)) for r in runs}) > 1}
@@ -89,11 +94,15 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
               launcher: Launcher | None = None) -> int:
     """Plan, build the cache, run every unfinished run through `launcher` (default: local processes, one per
     GPU of `gpus`), then build the report and print the summary. Returns 1 if any run failed, 130 if stopped."""
-    runs = plan_runs(cfg)
+    runs = plan_runs(cfg, Path(out))
     if not runs:
         raise UserError("the sweep has no runs")
     if launcher is None:
         check_backend(cfg, gpus)
+    if cfg.tune_space is not None:  # Optuna, before anything is touched
+        from benchmark.tune import import_optuna
+
+        import_optuna()
     out = claim_sweep(Path(out))
     with FolderLock(out, "sweep"):
         check_unchanged(out, cfg)
@@ -113,8 +122,16 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
                 print(launcher.describe(), flush=True)
             prepare_caches(cfg, runs)
             start = time.perf_counter()
-            scheduler = Scheduler(out, runs, launcher, cfg.run_timeout, on_done=mlflow_logger(out, cfg))
-            scheduler.run()
+            scheduler, todo = None, runs
+            if cfg.tune_space is not None:  # the trials first; then each configuration's chosen setting per seed
+                from benchmark.tune import run_trials
+
+                scheduler, todo = run_trials(out, cfg, launcher)
+                runs = plan_runs(cfg, out)
+            if scheduler is None or not scheduler.interrupted:
+                scheduler = Scheduler(out, todo, launcher, cfg.run_timeout, on_done=mlflow_logger(out, cfg),
+                                      total=len(runs), index={name: i for i, (name, _) in enumerate(runs, 1)})
+                scheduler.run()
         finally:
             launcher.close()
         if scheduler.interrupted:

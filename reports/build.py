@@ -24,6 +24,7 @@ from reports.compare import compare, comparison_matrix, configuration_key
 from reports.metrics import SUMMARY_METRICS
 from reports.references import references_for
 from reports.runs import find_runs, load_run
+from reports.tuning import tuning_section, tuning_summary
 from reports.stats import t_interval
 
 RUN_COLUMNS = ["run", "backbone", "engine", "status", "policy", "finetune", "image_size", "seed", "loss", "weights", "protocol",
@@ -279,12 +280,14 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
         label_cols += [f"test_auroc_{lab}" for lab in r.get("labels", []) if f"test_auroc_{lab}" not in label_cols]
     summary = pd.DataFrame(rows).reindex(columns=columns + label_cols)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    tuning = tuning_summary(path)  # a tuned sweep's trials, read from their folders (reports.tuning)
     write_json(out / "summary.json", {
         "runs": summary.replace({np.nan: None}).to_dict(orient="records"), "reference": reference,
         "reference_chosen_on": "validation mean AUROC",
         "comparisons": [{k: c[k] for k in COMPARISON_KEYS if k in c} for c in comparisons],
         "configurations": {c.name: [r["name"] for r in c.runs] for c in result.configurations},
         "min_positives": result.min_positives, "label_support": result.support,
+        **({"tuning": tuning} if tuning else {}),
         "protocols": {r["name"]: r.get("protocol") for r in runs if r.get("protocol")}})
 
     done = [r for r in runs if r.get("test_metrics")]
@@ -310,6 +313,7 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
                "pooled": any(c.seeds > 1 for c in result.configurations), **_support_context(result, done),
                "protocols": _protocols(done), "gaps": subgroup_gaps(done), "external": external_tables(done),
                "environment": next((r["environment"] for r in runs if r["environment"]), {}), "config": first_cfg}
+    context["tuning"] = tuning_section(path, tuning, synthetic)
     atomic_write_text(out / "index.html", env.get_template("index.html").render(**context))
     for r in runs:
         atomic_write_text(out / f"{r['name']}.html",

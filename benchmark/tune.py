@@ -1,0 +1,505 @@
+"""Tuning: every configuration of a sweep (a grid point without the tuned keys: each backbone x policy x image size
+...) gets the same search space and the same budget, so that a comparison is of architectures, not of the one
+recipe that happened to suit one of them (Dodge et al., "Show Your Work", EMNLP 2019).
+
+- **Engine.** Optuna (the `[tune]` extra, imported only here and only by a tuning sweep), one study per
+  configuration in `SWEEP/tuning.db` (SQLite), asked and told by the sweep's own process only.
+- **Trials are runs.** Each trial is an ordinary run folder, `runs/<configuration>/trial-NNN/`, started by the
+  sweep's launcher (local slots, --gpus, Ray), so locks, fingerprints, resume, run_timeout and failure isolation
+  are the runs'. A pruned trial is stopped like a timed-out one and recorded `pruned` (not `failed`).
+- **Resume.** A trial the study still holds as running (the sweep was killed) is started again in its folder and
+  continues from its last epoch; one whose folder says it ended is told from the folder. Each ask uses a sampler
+  seeded by (seed, configuration, trial number), so a re-run asks the same trials as an uninterrupted sweep.
+- **Selection on validation only.** The chosen trial of a configuration is its finished trial with the best
+  validation mean AUROC (ties: the earlier trial); its setting is then trained with `tune_seeds` fresh seeds
+  (seed+1, seed+2, ...: not the trial's own seed, so that the lucky draw that won on validation is not the one
+  compared on test), in `runs/<configuration>-best-s<seed>/`; those runs are the sweep's plan, the ones the report
+  compares. Everything selection needs is read from the run folders, so the report needs no Optuna.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from pathlib import Path
+
+from benchmark.errors import UserError
+
+DB = "tuning.db"  # in the sweep folder
+INSTALL_HINT = 'pip install -e ".[tune]" (or: pip install "optuna>=5.0,<5.1")'
+TUNE_KEYS = ("tune_trials", "tune_budget_hours", "tune_space", "tune_sampler", "tune_pruner", "tune_seeds")
+KINDS = ("log_uniform", "uniform", "int", "choice")
+# Keys that name a configuration (what is compared) or need their own image cache: never tuned.
+NOT_TUNABLE = {"backbone": "it is what the configurations compare", "image_size": "each size needs its own cache; "
+               "use the image_sizes axis", "seed": "use tune_seeds", "keras_backend": "it is what is compared"}
+PRUNED = "pruned"  # a trial's status.json when the pruner stopped it
+MEDIAN_STARTUP, MEDIAN_WARMUP = 3, 1  # the median pruner waits for 3 finished trials and prunes from epoch 1 on
+
+
+# --- the tuning keys ---------------------------------------------------------------------------------------
+
+def space_problem(space) -> str | None:
+    """What is wrong with a `tune_space` value (the config check's answer), or None."""
+    from benchmark.config import KEYS, NON_RESULT_KEYS, SWEEP_KEYS
+
+    shape = ("a mapping of result-changing keys to {log_uniform: [lo, hi]}, {uniform: [lo, hi]}, {int: [lo, hi]} "
+             "or {choice: [...]}")
+    if not isinstance(space, dict) or not space:
+        return shape
+    for name, spec in space.items():
+        if name not in KEYS:
+            return f"{shape} (unknown key {name!r})"
+        if name in NON_RESULT_KEYS or name in SWEEP_KEYS or name in TUNE_KEYS:
+            return f"{shape} ({name} does not change a run's results, or is a sweep axis or tuning key)"
+        if name in NOT_TUNABLE:
+            return f"{shape} ({name} is not tuned: {NOT_TUNABLE[name]})"
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
+            return f"{shape} ({name}: one of {', '.join(KINDS)})"
+        kind, values = next(iter(spec.items()))
+        problem = _range_problem(name, kind, values)
+        if problem:
+            return f"{shape} ({name}: {problem})"
+    return None
+
+
+def _range_problem(name: str, kind: str, values) -> str | None:
+    from benchmark.config import CHECKS, _field_types
+
+    if not isinstance(values, (list, tuple)) or not values:
+        return f"{kind} takes a list"
+    if kind == "choice":
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
+            return "choices must be plain values (numbers, strings, true/false, null)"
+        ends = list(values)
+    else:
+        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return f"{kind} takes [lo, hi], two numbers"
+        lo, hi = values
+        if not lo < hi or (kind == "log_uniform" and lo <= 0):
+            return f"{kind} needs lo < hi" + (" and lo > 0" if kind == "log_uniform" else "")
+        if kind == "int" and not all(isinstance(v, int) for v in values):
+            return "int takes two integers"
+        hint = str(_field_types()[name])
+        if kind != "int" and "float" not in hint and "Any" not in hint:
+            return f"{name} is not a number: use int or choice"
+        ends = [lo, hi]
+    check = CHECKS.get(name)
+    for v in ends:
+        expected = check(v) if check and v is not None else None
+        if expected:
+            return f"{v!r} is out of range ({name} must be {expected})"
+    return None
+
+
+def is_tuned(cfg) -> bool:
+    return getattr(cfg, "tune_space", None) is not None
+
+
+def check_tuning(cfg) -> None:
+    """Refuse (UserError) a tuning block that cannot run: a space without a budget, a budget without a space, a
+    tuned key that is also swept, or a seeds axis (the chosen setting's seeds are tune_seeds)."""
+    from benchmark.config import SWEEP_KEYS
+
+    if not is_tuned(cfg):
+        if cfg.tune_trials is not None or cfg.tune_budget_hours is not None:
+            raise UserError("tune_trials / tune_budget_hours need tune_space: the keys to tune and their ranges, "
+                            "e.g. --set 'tune_space={learning_rate: {log_uniform: [1.0e-4, 1.0e-2]}}'")
+        return
+    if cfg.tune_trials is None and cfg.tune_budget_hours is None:
+        raise UserError("tune_space needs a budget per configuration: --set tune_trials=N or "
+                        "--set tune_budget_hours=H")
+    if cfg.seeds:
+        raise UserError("a tuning sweep takes no seeds axis: the chosen setting of each configuration is trained "
+                        "with tune_seeds seeds (--set tune_seeds=3); remove seeds")
+    for multi, single in SWEEP_KEYS.items():
+        if single in cfg.tune_space and getattr(cfg, multi):
+            raise UserError(f"{single} is both tuned (tune_space) and swept ({multi}); keep one of them")
+
+
+def untuned(cfg):
+    """The configuration without its tuning block (what a run records: a run trains one setting)."""
+    from benchmark.config import KEYS
+
+    return cfg.replace(**{k: KEYS[k].default for k in TUNE_KEYS})
+
+
+def configurations(cfg) -> list:
+    """(name, Config) of every configuration: the sweep's grid without the tuning block, named as a sweep names
+    its runs."""
+    from benchmark.sweep import plan_runs
+
+    return plan_runs(untuned(cfg))
+
+
+def trial_name(configuration: str, number: int) -> str:
+    return f"{configuration}/trial-{number:03d}"
+
+
+def final_plan(cfg, out: Path | None = None) -> list:
+    """The runs a tuning sweep compares: per configuration, its chosen setting (read from the trial folders under
+    `out`; the untuned values while none has finished) with seeds seed+1 ... seed+tune_seeds."""
+    from benchmark.config import merge
+
+    check_tuning(cfg)
+    plan = []
+    for name, conf in configurations(cfg):
+        best = chosen_trial(Path(out), name, cfg.tune_space) if out is not None else None
+        params = best["params"] if best else {}
+        for k in range(cfg.tune_seeds):
+            seed = conf.seed + 1 + k
+            plan.append((f"{name}-best-s{seed}", merge(conf, {**params, "seed": seed}, "the chosen trial")))
+    return plan
+
+
+# --- reading trials from their folders (no Optuna) ---------------------------------------------------------
+
+def trial_folders(out: Path, configuration: str) -> list[Path]:
+    from benchmark.rundir import RUNS
+
+    folder = Path(out) / RUNS / configuration
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("trial-") and p.name[6:].isdigit())
+
+
+def read_trial(run_dir: Path, space: dict) -> dict:
+    """One trial as its folder records it: number, status, tuned values, validation AUROC, epochs, seconds."""
+    import yaml
+
+    from benchmark.rundir import HISTORY, REQUESTED, read_json, read_status
+
+    status = read_status(run_dir)
+    asked = {}
+    if (run_dir / REQUESTED).is_file():
+        asked = yaml.safe_load((run_dir / REQUESTED).read_text()) or {}
+    history = _history(run_dir / HISTORY)
+    timing = read_json(run_dir / "timing.json", {}) or {}
+    val = status.get("val_auroc")
+    return {"number": int(run_dir.name[6:]), "dir": run_dir, "status": status.get("status", "missing"),
+            "params": {k: asked.get(k) for k in space}, "val": val if _finite(val) else None,
+            "epochs": len(history), "history": history,
+            "seconds": status.get("trial_seconds", timing.get("train_seconds"))}
+
+
+def _history(path: Path) -> list[tuple[int, float]]:
+    """(epoch, validation AUROC) of each finished epoch in history.csv (epochs without a number left out)."""
+    import csv
+
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                epoch, val = int(row["epoch"]), float(row["val_auroc"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if _finite(val):
+                rows.append((epoch, val))
+    return rows
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def trials_of(out: Path, configuration: str, space: dict) -> list[dict]:
+    return [read_trial(d, space) for d in trial_folders(out, configuration)]
+
+
+def chosen_trial(out: Path, configuration: str, space: dict) -> dict | None:
+    """The finished trial with the best validation mean AUROC (ties: the earlier one), or None."""
+    done = [t for t in trials_of(out, configuration, space) if t["status"] == "done" and t["val"] is not None]
+    return max(done, key=lambda t: (t["val"], -t["number"])) if done else None
+
+
+def expected_max(values: list[float], n: int) -> float:
+    """The expected best of n trials drawn with replacement from these (Dodge et al. 2019, eq. 1): with the values
+    sorted v(1) <= ... <= v(N), the sum of v(i) * ((i/N)^n - ((i-1)/N)^n)."""
+    v = sorted(values)
+    big_n = len(v)
+    return float(sum(x * ((i / big_n) ** n - ((i - 1) / big_n) ** n) for i, x in enumerate(v, 1)))
+
+
+# --- the studies (Optuna) ----------------------------------------------------------------------------------
+
+def import_optuna():
+    """Optuna, or a UserError with the install hint; its per-trial log lines are silenced (the sweep prints)."""
+    try:
+        import optuna
+    except ImportError:
+        raise UserError(f"tune_space needs Optuna, which is not installed: {INSTALL_HINT}") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def distributions(optuna, space: dict) -> dict:
+    d = optuna.distributions
+    out = {}
+    for name, spec in space.items():
+        kind, values = next(iter(spec.items()))
+        if kind == "choice":
+            out[name] = d.CategoricalDistribution(list(values))
+        elif kind == "int":
+            out[name] = d.IntDistribution(int(values[0]), int(values[1]))
+        else:
+            out[name] = d.FloatDistribution(float(values[0]), float(values[1]), log=kind == "log_uniform")
+    return out
+
+
+def make_pruner(optuna, cfg):
+    if cfg.tune_pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP, n_warmup_steps=MEDIAN_WARMUP)
+    if cfg.tune_pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, cfg.epochs), reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(optuna, storage, cfg, configuration: str, asked: int = 0):
+    """The configuration's study, with a sampler seeded by (seed, configuration, trials asked so far): a re-run
+    after an interruption asks what an uninterrupted sweep would have asked."""
+    seed = zlib.crc32(f"{cfg.seed}:{configuration}:{asked}".encode())
+    sampler = (optuna.samplers.RandomSampler(seed=seed) if cfg.tune_sampler == "random"
+               else optuna.samplers.TPESampler(seed=seed))
+    return optuna.create_study(study_name=configuration, storage=storage, direction="maximize", sampler=sampler,
+                               pruner=make_pruner(optuna, cfg), load_if_exists=True)
+
+
+def spent_hours(study) -> float:
+    return sum(t.user_attrs.get("seconds", 0.0) for t in study.get_trials(deepcopy=False)) / 3600
+
+
+def has_budget(study, cfg) -> bool:
+    """Another trial may start: fewer than tune_trials asked, and tune_budget_hours not yet spent."""
+    if cfg.tune_trials is not None and len(study.get_trials(deepcopy=False)) >= cfg.tune_trials:
+        return False
+    return cfg.tune_budget_hours is None or spent_hours(study) < cfg.tune_budget_hours
+
+
+def settle(optuna, study, number: int, run_dir: Path, seconds: float | None = None) -> str | None:
+    """Tell the study how trial `number` ended, as its folder records it: done (its validation AUROC), pruned or
+    failed. Returns that state, or None while the trial has not ended (it is to be started or resumed)."""
+    from benchmark.rundir import read_status
+
+    status = read_status(run_dir)
+    state = status.get("status")
+    if state not in ("done", PRUNED, "failed"):
+        return None
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    if seconds is None:
+        seconds = status.get("trial_seconds", 0.0)
+    optuna.trial.Trial(study, trial._trial_id).set_user_attr("seconds", float(seconds or 0.0))
+    S = optuna.trial.TrialState
+    if state == "done" and _finite(status.get("val_auroc")):
+        study.tell(number, float(status["val_auroc"]))
+    elif state == PRUNED:
+        study.tell(number, state=S.PRUNED)
+    else:  # failed, or done without a validation AUROC (too few positives for any label)
+        study.tell(number, state=S.FAIL)
+    return state
+
+
+def report_epochs(optuna, study, number: int, run_dir: Path) -> bool:
+    """Report the trial's new epochs (validation mean AUROC from history.csv) and ask the pruner: True when it
+    should stop."""
+    from benchmark.rundir import HISTORY
+
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    trial = optuna.trial.Trial(study, frozen._trial_id)
+    reported = set(frozen.intermediate_values)
+    for epoch, val in _history(run_dir / HISTORY):
+        if epoch not in reported:
+            trial.report(val, epoch)
+    return bool(trial.should_prune())
+
+
+# --- running the trials --------------------------------------------------------------------------------------
+
+def run_trials(out: Path, cfg, launcher):
+    """Run every configuration's trials until its budget is spent, in rounds of up to the launcher's capacity
+    (configurations in turn). Returns the last round's scheduler (its `interrupted` says whether to stop) and the
+    final runs to train."""
+    from benchmark.config import merge
+
+    optuna = import_optuna()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(out).resolve() / DB}")
+    confs = dict(configurations(cfg))
+    space = distributions(optuna, cfg.tune_space)
+    scheduler = None
+    while True:
+        studies = {name: open_study(optuna, storage, cfg, name) for name in confs}
+        batch = _resumable(optuna, studies, out)
+        added = True
+        while len(batch) < launcher.capacity and added:
+            added = False
+            for name in confs:
+                if len(batch) < launcher.capacity and has_budget(studies[name], cfg):
+                    asked = len(studies[name].get_trials(deepcopy=False))
+                    trial = open_study(optuna, storage, cfg, name, asked).ask(space)
+                    batch.append((name, trial.number, trial.params))
+                    added = True
+        if not batch:
+            return scheduler, trainable_finals(out, cfg)
+        runs = [(trial_name(name, n), merge(confs[name], params, "tune_space")) for name, n, params in batch]
+        scheduler = TrialScheduler(out, runs, launcher, cfg.run_timeout, total=cfg.tune_trials or "?",
+                                   index={trial_name(name, n): n + 1 for name, n, _ in batch}, optuna=optuna,
+                                   studies={trial_name(name, n): (studies[name], n) for name, n, _ in batch},
+                                   prune=cfg.tune_pruner != "none")
+        scheduler.run()
+        if scheduler.interrupted:
+            return scheduler, []
+
+
+def trainable_finals(out: Path, cfg) -> list:
+    """The final runs whose configuration has a chosen trial; those of a configuration without one (every trial
+    failed or was pruned) are recorded failed, saying so, rather than trained with the untuned values."""
+    from benchmark.ownership import claim
+    from benchmark.rundir import RUNS, read_status, write_status
+
+    runs = []
+    for name, conf in final_plan(cfg, out):
+        configuration = name.rsplit("-best-s", 1)[0]
+        if chosen_trial(out, configuration, cfg.tune_space) is not None:
+            runs.append((name, conf))
+            continue
+        run_dir = claim(Path(out) / RUNS / name, "run", "a run directory", f"move it out of {Path(out) / RUNS}")
+        if read_status(run_dir).get("status") != "failed":
+            states = [t["status"] for t in trials_of(out, configuration, cfg.tune_space)]
+            write_status(run_dir, "failed", error=f"no trial of {configuration} finished with a validation AUROC "
+                         f"({states.count('failed')} failed, {states.count(PRUNED)} pruned); see "
+                         f"{Path(out) / RUNS / configuration}/trial-*/train.log")
+    return runs
+
+
+def _resumable(optuna, studies: dict, out: Path) -> list:
+    """Trials the studies hold as running: told from their folders if they ended (the sweep died before telling),
+    else to be started again (they resume after their last finished epoch)."""
+    from benchmark.rundir import RUNS
+
+    left = []
+    for name, study in studies.items():
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if settle(optuna, study, t.number, Path(out) / RUNS / trial_name(name, t.number)) is None:
+                left.append((name, t.number, t.params))
+    return left
+
+
+def _scheduler_base():
+    from benchmark.sweep import Scheduler
+
+    return Scheduler
+
+
+class TrialScheduler(_scheduler_base()):
+    """The sweep's scheduler for trials: it also asks the pruner after each epoch, stops a pruned trial, records
+    it `pruned`, tells each study how its trial ended, and shows validation scores only (a trial's test scores are
+    neither shown nor used)."""
+
+    def __init__(self, out, runs, launcher, run_timeout, total, index, optuna, studies: dict, prune: bool):
+        super().__init__(out, runs, launcher, run_timeout, total=total, index=index)  # [trial/budget] name
+        self.optuna, self.studies, self.prune = optuna, studies, prune
+        self.seen: dict = {}  # history.csv's modification time when the pruner last looked
+
+    def _enforce_timeout(self, job) -> None:
+        super()._enforce_timeout(job)
+        if not self.prune or getattr(job, "pruned", False):
+            return
+        from benchmark.rundir import HISTORY
+
+        history = job.run_dir / HISTORY
+        stamp = history.stat().st_mtime_ns if history.is_file() else None
+        if stamp is None or self.seen.get(job.name) == stamp:
+            return
+        self.seen[job.name] = stamp
+        study, number = self.studies[job.name]
+        if report_epochs(self.optuna, study, number, job.run_dir):
+            job.pruned = True
+            print(f"[{job.index}/{self.total}] {job.name}: pruned (its validation AUROC is below the others' at "
+                  f"the same epoch); stopping it", flush=True)
+            self.launcher.stop(job)
+
+    def _record(self, job, code: int) -> None:
+        from benchmark.rundir import read_status, write_status
+
+        seconds = time.perf_counter() - job.started
+        status = read_status(job.run_dir)
+        study, number = self.studies[job.name]
+        if status.get("status") == "done":
+            write_status(job.run_dir, "done", **{k: v for k, v in status.items() if k != "status"},
+                         trial_seconds=seconds)
+            print(f"[{job.index}/{self.total}] {job.name}: done in {_fmt_s(seconds)}, validation mean AUROC "
+                  f"{_fmt_v(status.get('val_auroc'))}", flush=True)
+        elif getattr(job, "pruned", False):
+            history = _history(job.run_dir / "history.csv")
+            write_status(job.run_dir, PRUNED, epochs=len(history), trial_seconds=seconds,
+                         val_auroc_last=history[-1][1] if history else None)
+        else:
+            super()._record(job, code)  # failed, with its error
+        settle(self.optuna, study, number, job.run_dir, seconds)
+
+    def _echo_progress(self, job) -> None:
+        """The new lines of the trial's log that say where it is, without its test scores."""
+        from benchmark.rundir import TRAIN_LOG
+        from benchmark.sweep import PROGRESS
+
+        path = job.run_dir / TRAIN_LOG
+        if not path.is_file():
+            return
+        with open(path, "rb") as fh:
+            fh.seek(self.offsets[job.name])
+            chunk = fh.read()
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return
+        self.offsets[job.name] += end + 1
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            line = line.strip()
+            if PROGRESS.match(line) and not line.startswith("/") and "test" not in line.lower():
+                print(f"    [{job.index} {job.name}] {line}", flush=True)
+
+
+def _fmt_s(seconds: float) -> str:
+    from benchmark.sweep import fmt_time
+
+    return fmt_time(seconds)
+
+
+def _fmt_v(v) -> str:
+    return f"{v:.3f}" if _finite(v) else "n/a"
+
+
+# --- what tuning costs -------------------------------------------------------------------------------------
+
+def measure_overhead(trials: int = 20, folder: str | None = None) -> dict:
+    """Seconds the tuning bookkeeping adds per trial beyond the run itself (open the study, ask, write the trial's
+    requested.yaml, read its history for the pruner, tell), on fabricated trial folders: no training."""
+    import tempfile
+
+    from benchmark.config import load_config
+    from benchmark.rundir import HISTORY, REQUESTED, write_config, write_status
+
+    optuna = import_optuna()
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        cfg = load_config(None, {"tune_trials": trials, "tune_pruner": "median", "epochs": 3,
+                                 "tune_space": {"learning_rate": {"log_uniform": [1e-4, 1e-2]},
+                                                "dropout": {"uniform": [0.0, 0.5]}}})
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp}/{DB}")
+        space = distributions(optuna, cfg.tune_space)
+        spent = []
+        for n in range(trials):
+            t0 = time.perf_counter()
+            study = open_study(optuna, storage, cfg, "c", n)
+            trial = study.ask(space)
+            run_dir = Path(tmp) / "runs" / trial_name("c", trial.number)
+            run_dir.mkdir(parents=True)
+            write_config(run_dir, untuned(cfg).replace(**trial.params), REQUESTED)
+            spent.append(time.perf_counter() - t0)
+            (run_dir / HISTORY).write_text("epoch,val_auroc\n" + "".join(
+                f"{e},{0.5 + 0.1 * trial.params['dropout'] + 0.01 * e}\n" for e in range(3)))
+            write_status(run_dir, "done", val_auroc=0.6 + trial.params["dropout"] / 10)
+            t0 = time.perf_counter()
+            report_epochs(optuna, study, trial.number, run_dir)
+            settle(optuna, study, trial.number, run_dir, 1.0)
+            spent[-1] += time.perf_counter() - t0
+    return {"trials": trials, "mean_s": sum(spent) / len(spent), "max_s": max(spent)}

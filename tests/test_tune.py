@@ -1,0 +1,260 @@
+"""Tuning (benchmark/tune.py, reports/tuning.py): the keys and their refusals, the expected best of n trials
+against enumeration, the pruner on fabricated history.csv files against the hand median, the seeded asks, the
+report's tuning block read from fabricated trial folders without Optuna, and (slow) the issue's scenario: a sweep
+of two backbones tuned with an equal budget, killed with kill -9 after a finished trial, resumed without redoing
+it, reported, and refused when re-run with another space."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.config import load_config
+from benchmark.errors import UserError
+from benchmark.rundir import HISTORY, REQUESTED, RUNS, SWEEP_CONFIG, write_config, write_status
+from tests.helpers import CI_PROFILE, one_line_error, run_cli, tree_state
+
+optuna = pytest.importorskip("optuna")
+
+LR_SPACE = {"learning_rate": {"log_uniform": [1.0e-4, 1.0e-2]}}
+
+
+def tuned(**changes):
+    return load_config(CI_PROFILE, {"tune_trials": 3, "tune_space": LR_SPACE, **changes})
+
+
+def test_tuning_keys_are_checked():
+    from benchmark.tune import check_tuning
+
+    cfg = tuned()
+    assert cfg.tune_space == LR_SPACE and cfg.tune_sampler == "tpe" and cfg.tune_seeds == 1
+    refused = [({"name": {"choice": ["a", "b"]}}, "name does not change a run's results"),
+               ({"backbone": {"choice": ["mobilenet"]}}, "backbone is not tuned"),
+               ({"dropout": {"uniform": [0.0, 1.5]}}, "1.5 is out of range"),
+               ({"batch_size": {"uniform": [8, 32]}}, "use int or choice"),
+               ({"learning_rate": {"log_uniform": [0, 0.1]}}, "lo > 0"),
+               ({"learning_rte": {"int": [1, 2]}}, "unknown key 'learning_rte'"),
+               ({"dropout": [0.1, 0.2]}, "dropout: one of log_uniform, uniform, int, choice")]
+    for space, fragment in refused:
+        with pytest.raises(UserError, match="tune_space must be") as err:
+            tuned(tune_space=space)
+        assert fragment in str(err.value)
+    for changes, fragment in [({"tune_trials": None}, "needs a budget"), ({"seeds": [0, 1]}, "no seeds axis"),
+                              ({"tune_space": {"finetune": {"choice": ["full", "linear"]}},
+                                "finetunes": ["full", "linear"]}, "both tuned")]:
+        with pytest.raises(UserError, match=fragment):
+            check_tuning(tuned(**changes))
+    with pytest.raises(UserError, match="need tune_space"):
+        check_tuning(load_config(CI_PROFILE, {"tune_trials": 3}))
+
+
+def test_plan_of_a_tuned_sweep_is_each_configuration_chosen_setting_per_seed():
+    from benchmark.sweep import plan_runs
+
+    plan = plan_runs(tuned(tune_seeds=2, seed=4))
+    assert [name for name, _ in plan] == ["mobilenet-best-s5", "mobilenet-best-s6", "resnet34-best-s5",
+                                          "resnet34-best-s6"]
+    assert all(c.tune_space is None and c.tune_trials is None for _, c in plan)  # a run trains one setting
+
+
+def test_expected_max_against_enumeration():
+    from benchmark.tune import expected_max
+
+    values = [0.7, 0.6, 0.9, 0.75]
+    for n in (1, 2, 3):
+        draws = [max(combo) for combo in itertools.product(values, repeat=n)]
+        assert expected_max(values, n) == pytest.approx(sum(draws) / len(draws), abs=1e-12)
+    assert expected_max([0.6, 0.7, 0.9], 2) == pytest.approx(0.8)  # by hand: .6/9 + .7*3/9 + .9*5/9
+    assert expected_max(values, 50) == pytest.approx(0.9, abs=1e-6)
+
+
+def _fabricate_trial(study, space, run_dir: Path, history: list[float], status: str | None, base):
+    """Ask a trial, and give it the folder a run of it leaves: requested.yaml, history.csv, status.json."""
+    trial = study.ask(space)
+    run_dir.mkdir(parents=True)
+    write_config(run_dir, base.replace(**trial.params), REQUESTED)
+    (run_dir / HISTORY).write_text("epoch,loss,val_auroc,learning_rate,epoch_seconds\n" + "".join(
+        f"{e},0.5,{v},0.001,1.0\n" for e, v in enumerate(history)))
+    if status:
+        write_status(run_dir, status, val_auroc=max(history))
+    return trial.number
+
+
+def test_median_pruner_on_fabricated_histories(tmp_path):
+    """Three finished trials reach 0.70, 0.80 and 0.90 at epoch 1 (median 0.80, by hand): a running trial whose best
+    is 0.79 there is pruned, one at 0.81 is not, and nothing is pruned at epoch 0 (the warm-up)."""
+    from benchmark.tune import distributions, open_study, report_epochs, settle, untuned
+
+    cfg = tuned(tune_pruner="median", epochs=3)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'tuning.db'}")
+    space = distributions(optuna, cfg.tune_space)
+    study = open_study(optuna, storage, cfg, "c")
+    base = untuned(cfg)
+    for k, top in enumerate([0.70, 0.80, 0.90]):
+        run_dir = tmp_path / f"trial-{k:03d}"
+        n = _fabricate_trial(study, space, run_dir, [top - 0.1, top], None, base)
+        assert report_epochs(optuna, study, n, run_dir) is False  # fewer than 3 finished trials: never pruned
+        write_status(run_dir, "done", val_auroc=top)
+        assert settle(optuna, study, n, run_dir, 5.0) == "done"
+    low = _fabricate_trial(study, space, tmp_path / "trial-003", [0.10], None, base)
+    assert report_epochs(optuna, study, low, tmp_path / "trial-003") is False  # epoch 0: warm-up
+    with open(tmp_path / "trial-003" / HISTORY, "a") as fh:
+        fh.write("1,0.5,0.79,0.001,1.0\n")
+    assert report_epochs(optuna, study, low, tmp_path / "trial-003") is True
+    high = _fabricate_trial(study, space, tmp_path / "trial-004", [0.5, 0.81], None, base)
+    assert report_epochs(optuna, study, high, tmp_path / "trial-004") is False
+    write_status(tmp_path / "trial-003", "pruned", epochs=2)
+    assert settle(optuna, study, low, tmp_path / "trial-003", 2.0) == "pruned"
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE", 3: "PRUNED", 4: "RUNNING"}
+    assert [study.get_trials()[i].value for i in range(3)] == [0.70, 0.80, 0.90]
+    assert study.get_trials()[3].intermediate_values == {0: 0.10, 1: 0.79}
+
+
+def test_asks_are_seeded_per_trial(tmp_path):
+    """A study reopened after an interruption asks what an uninterrupted one asks (per-trial seeds), and two
+    configurations do not share their draws."""
+    from benchmark.tune import distributions, open_study
+
+    cfg = tuned(tune_sampler="random")
+    space = distributions(optuna, cfg.tune_space)
+
+    def asked(db: str, name: str) -> list[float]:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / db}")
+        return [open_study(optuna, storage, cfg, name, n).ask(space).params["learning_rate"] for n in range(3)]
+
+    first = asked("a.db", "mobilenet")
+    assert asked("b.db", "mobilenet") == first
+    assert asked("c.db", "resnet34") != first
+    assert all(1e-4 <= v <= 1e-2 for v in first)
+
+
+def _fabricated_sweep(tmp_path: Path) -> Path:
+    """A tuned sweep folder as the sweep leaves it: sweep.yaml and, per configuration, trial folders."""
+    from benchmark.tune import untuned
+
+    cfg = tuned(tune_space={**LR_SPACE, "dropout": {"uniform": [0.0, 0.5]}}, tune_pruner="median")
+    out = tmp_path / "sweep"
+    out.mkdir()
+    write_config(out, cfg, SWEEP_CONFIG)
+    trials = {"mobilenet": [(1e-3, 0.1, "done", 0.71), (3e-3, 0.2, "done", 0.74), (5e-4, 0.3, "pruned", 0.55)],
+              "resnet34": [(2e-3, 0.4, "done", 0.66), (1e-4, 0.0, "failed", None), (4e-3, 0.1, "done", 0.69)]}
+    for conf, rows in trials.items():
+        for k, (lr, dropout, status, val) in enumerate(rows):
+            run_dir = out / RUNS / conf / f"trial-{k:03d}"
+            run_dir.mkdir(parents=True)
+            write_config(run_dir, untuned(cfg).replace(backbone=conf, learning_rate=lr, dropout=dropout), REQUESTED)
+            (run_dir / HISTORY).write_text("epoch,val_auroc\n0,0.5\n" + (f"1,{val}\n" if val else ""))
+            write_status(run_dir, status, **({"val_auroc": val} if status == "done" else {}), trial_seconds=60.0)
+    return out
+
+
+def test_tuning_block_read_from_trial_folders_without_optuna(tmp_path, monkeypatch):
+    from reports.tuning import tuning_section, tuning_summary
+
+    out = _fabricated_sweep(tmp_path)
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` fails, as where it is not installed
+    summary = tuning_summary(out)
+    assert set(summary) == {"mobilenet", "resnet34"}
+    m, r = summary["mobilenet"], summary["resnet34"]
+    assert (m["trials"], m["pruned"], m["failed"], m["best_trial"], m["best_val"]) == (3, 1, 0, 1, 0.74)
+    assert m["best_params"] == {"learning_rate": 3e-3, "dropout": 0.2}
+    assert (r["trials"], r["pruned"], r["failed"], r["best_trial"], r["best_val"]) == (3, 0, 1, 2, 0.69)
+    assert m["budget"]["trials"] == 3 and m["budget"]["pruner"] == "median"
+    assert m["budget"]["spent_hours"] == pytest.approx(3 * 60 / 3600)
+    section = tuning_section(out, summary, synthetic=True)
+    assert section["figure"].startswith("data:image/png;base64,")
+    assert section["importances"] == {}  # no Optuna: the page says it was not computed
+    curve = dict(section["configurations"][0]["curve"])
+    assert curve[1] == pytest.approx((0.71 + 0.74) / 2) and curve[2] == pytest.approx(0.71 / 4 + 0.74 * 3 / 4)
+    from benchmark.sweep import plan_runs
+    from benchmark.rundir import read_config
+
+    plan = dict(plan_runs(read_config(out, SWEEP_CONFIG), out))
+    chosen = plan["mobilenet-best-s1"]
+    assert (chosen.learning_rate, chosen.dropout, chosen.seed) == (3e-3, 0.2, 1)
+
+
+def test_tuned_sweep_without_optuna_is_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    (tmp_path / "optuna.py").write_text("raise ImportError('optuna is absent in this test')\n")
+    result = run_cli("sweep", "--config", CI_PROFILE, "--out", tmp_path / "s", "--set", "tune_trials=2",
+                     "--set", "tune_space={learning_rate: {log_uniform: [1.0e-4, 1.0e-2]}}", env=env)
+    one_line_error(result, "Optuna", "pip install")
+    assert not (tmp_path / "s").exists()
+
+
+def _wait_for(predicate, proc, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError("the sweep ended, or took too long, before the awaited state")
+
+
+@pytest.mark.slow
+def test_tuned_sweep_killed_resumed_reported_and_refused_when_changed(phantom, tmp_path):
+    """The issue's scenario, small: two backbones x 2 trials of learning_rate, 1 epoch of 2 steps at 32 px."""
+    from benchmark.rundir import read_status
+
+    out = tmp_path / "tuned"
+    args = ["sweep", "--config", CI_PROFILE, "--out", out, "--data-root", phantom, "--set", "epochs=1",
+            "--set", "steps_per_epoch=2", "--set", "gradcam_images=0", "--set", "tune_trials=2",
+            "--set", "tune_space={learning_rate: {log_uniform: [1.0e-4, 1.0e-2]}}"]
+    first = out / RUNS / "mobilenet" / "trial-000"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", *map(str, args)], cwd=Path(__file__).parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: read_status(first).get("status") == "done", proc, 300)
+        proc.send_signal(signal.SIGKILL)  # the sweep dies while telling, or in the next trial
+    finally:
+        proc.kill()
+        proc.wait()
+    kept = (first / "train.log").read_bytes()
+
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (first / "train.log").read_bytes() == kept  # the finished trial was not run again
+    assert "test" not in "".join(line for line in result.stdout.splitlines() if "trial-" in line).lower()
+    study_trials = {}
+    for conf in ("mobilenet", "resnet34"):
+        study = optuna.load_study(study_name=conf, storage=f"sqlite:///{out / 'tuning.db'}")
+        study_trials[conf] = study.get_trials()
+        assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE"]  # exactly the budget
+        folders = sorted(p.name for p in (out / RUNS / conf).iterdir())
+        assert folders == ["trial-000", "trial-001"]
+        vals = {int(p.name[6:]): read_status(p)["val_auroc"] for p in (out / RUNS / conf).iterdir()}
+        assert [t.value for t in study.get_trials()] == [vals[0], vals[1]]
+        best = max(vals, key=lambda k: (vals[k], -k))
+        asked = yaml.safe_load((out / RUNS / conf / f"trial-{best:03d}" / REQUESTED).read_text())
+        final = yaml.safe_load((out / RUNS / f"{conf}-best-s1" / "config.yaml").read_text())
+        assert final["learning_rate"] == asked["learning_rate"] == study.get_trials()[best].params["learning_rate"]
+        assert final["seed"] == 1 and final["tune_space"] is None
+        assert read_status(out / RUNS / f"{conf}-best-s1")["status"] == "done"
+
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert [r["run"] for r in summary["runs"]] == ["mobilenet-best-s1", "resnet34-best-s1"]
+    for conf, trials in study_trials.items():
+        block = summary["tuning"][conf]
+        assert block["trials"] == 2 and block["pruned"] == 0
+        assert block["best_val"] == max(t.value for t in trials)
+        assert block["budget"]["trials"] == 2 and block["budget"]["space"] == {
+            "learning_rate": {"log_uniform": [1.0e-4, 1.0e-2]}}
+    page = (out / "report" / "index.html").read_text()
+    assert 'id="tuning"' in page and 'id="trials-mobilenet"' in page and 'id="trials-resnet34"' in page
+    assert "expected best validation AUROC against the number of trials" in page
+
+    before = tree_state(out)
+    changed = run_cli(*args[:-1], "tune_space={learning_rate: {log_uniform: [1.0e-4, 1.0e-1]}}")
+    one_line_error(changed, "tune_space", str(out))
+    assert tree_state(out) == before
