@@ -118,18 +118,24 @@ def subgroup_gaps(runs: list[dict]) -> list[dict]:
     group), so that a label present in one group only cannot make a gap."""
     out = []
     for r in runs:
+        recorded = (r.get("test_metrics") or {}).get("subgroup_gaps")
+        if recorded is not None:  # reports.subgroups: with patient-bootstrap CIs
+            out += [{"run": r["name"], "attribute": attribute, **gaps} for attribute, gaps in recorded.items()]
+            continue
         groups = ((r.get("test_metrics") or {}).get("subgroups")) or {}
         for attribute, members in groups.items():
             scored = {g: m for g, m in members.items() if m.get("auroc_macro") is not None}
-            row = {"run": r["name"], "attribute": attribute, "groups": len(members), "scored": len(scored)}
+            row = {"run": r["name"], "attribute": attribute,
+                   "groups": {g: {"n": m.get("n")} for g, m in scored.items()}}
             for kind, key in (("fnr", "fnr"), ("auroc", "auroc")):
                 values = _common_means({g: m.get(key) for g, m in scored.items()})
                 if values is None:
                     continue
                 means, common = values
-                hi, lo = max(means, key=means.get), min(means, key=means.get)
-                row.update({f"{kind}_gap": means[hi] - means[lo], f"{kind}_high": hi, f"{kind}_low": lo,
-                            f"{kind}_labels": len(common)})
+                order = sorted(means, key=means.get)
+                hi, lo = order[-1], order[0]
+                row[f"{kind}_gap"] = {"value": means[hi] - means[lo], "high": hi, "low": lo, "ci": None}
+                row[f"{kind}_labels"] = common
             out.append(row)
     return out
 

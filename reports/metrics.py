@@ -17,8 +17,9 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from reports.scoring import MIN_GROUP, Scored, score_units, subgroups
+from reports.scoring import MIN_GROUP, Scored, score_units
 from reports.stats import PatientBootstrap, percentile_ci, resampled_aurocs
+from reports.subgroups import attribute_gaps, attributes
 
 THRESHOLD_KINDS = ("0.5", "youden", "f1")
 SUMMARY_THRESHOLD = "f1"  # thresholds of the summary's F1, accuracy ...: F1-optimal on validation
@@ -177,6 +178,8 @@ def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_bo
     if meta is not None:
         out["subgroups"] = subgroup_metrics(Scored(y_true, y_prob, patients, np.arange(n), meta, unit, reduce),
                                             list(labels), thresholds, n_boot)
+        out["subgroup_gaps"] = attribute_gaps(y_true, y_prob, meta, labels, thresholds, boot, min_positives,
+                                              SUMMARY_THRESHOLD)
     return out
 
 
@@ -195,7 +198,7 @@ def subgroup_metrics(scored: Scored, labels, thresholds, n_boot: int) -> dict:
     patients, the macro AUROC with its CI, and at the chosen threshold the false-negative rate (macro over labels
     with positives in the group). A group too small, or without a label that has both classes, says so instead."""
     out = {}
-    for attribute, groups in subgroups(scored.meta).items():
+    for attribute, groups in attributes(scored.meta).items():
         out[attribute] = {}
         values = groups.to_numpy()
         for group in sorted(g for g in groups.dropna().unique()):

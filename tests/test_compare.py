@@ -158,11 +158,41 @@ def test_subgroups_are_averaged_over_the_labels_every_group_shares():
     score_a = np.where(a, rng.normal(1, 1, n // 2), rng.normal(0, 1, n // 2))
     probs = np.column_stack([np.concatenate([score_a, score_a]), rng.random(n)])  # B: a poor scorer
     meta = pd.DataFrame({"sex": sex, "age": np.full(n, 50), "view": np.full(n, "PA")})
-    m = compute_metrics(truth, 1 / (1 + np.exp(-probs)), ["A", "B"], np.arange(n).astype(str), n_boot=0,
+    m = compute_metrics(truth, 1 / (1 + np.exp(-probs)), ["A", "B"], np.arange(n).astype(str), n_boot=200,
                         curves=False, meta=meta)
     groups = m["subgroups"]["sex"]
     assert set(groups["F"]["auroc"]) == {"A"} and set(groups["M"]["auroc"]) == {"A", "B"}
     assert abs(groups["F"]["auroc_macro"] - groups["M"]["auroc_macro"]) > 0.05  # the old, unequal averages
+    gaps = m["subgroup_gaps"]["sex"]
+    assert gaps["auroc_labels"] == ["A"] and gaps["fnr_labels"] == ["A"]
+    assert gaps["auroc_gap"]["value"] == pytest.approx(0.0, abs=1e-12)
+    assert gaps["fnr_gap"]["value"] == pytest.approx(0.0, abs=1e-12)
+    for kind in ("auroc_gap", "fnr_gap"):  # equal performance: the patient-bootstrap interval covers 0
+        low, high = gaps[kind]["ci"]
+        assert low < 0 < high and high - low > 0.02
+    women = sex == "F"
+    assert gaps["groups"]["F"]["auroc"] == pytest.approx(skm.roc_auc_score(truth[women, 0], probs[women, 0]))
     row = next(g for g in subgroup_gaps([{"name": "r", "test_metrics": m}]) if g["attribute"] == "sex")
-    assert row["auroc_gap"] == pytest.approx(0.0, abs=1e-12) and row["auroc_labels"] == 1
-    assert row["fnr_gap"] == pytest.approx(0.0, abs=1e-12) and row["fnr_labels"] == 1
+    assert row["auroc_gap"]["value"] == pytest.approx(0.0, abs=1e-12)
+    old = dict(m)  # a metrics.json written before the intervals: the shared labels still, without a CI
+    del old["subgroup_gaps"]
+    row = next(g for g in subgroup_gaps([{"name": "r", "test_metrics": old}]) if g["attribute"] == "sex")
+    assert row["auroc_gap"]["value"] == pytest.approx(0.0, abs=1e-12) and row["auroc_labels"] == ["A"]
+
+
+def test_the_underdiagnosis_rate_where_the_labels_have_no_finding():
+    """Seyyed-Kalantari et al.: of the units with a finding, the share called No Finding, per group."""
+    from reports.subgroups import attribute_gaps
+
+    n = 120
+    sex = np.repeat(["F", "M"], n // 2)
+    no_finding = np.tile([0, 0, 0, 1], n // 4).astype(float)  # 45 units with a finding per group
+    called = np.zeros(n, bool)
+    called[np.flatnonzero((no_finding == 0) & (sex == "F"))[:9]] = True  # 9 of 45 women with a finding
+    called[np.flatnonzero((no_finding == 0) & (sex == "M"))[:3]] = True  # 3 of 45 men
+    p_nf = np.where(called | (no_finding == 1), 0.9, 0.1)
+    truth = no_finding[:, None]
+    meta = pd.DataFrame({"sex": sex, "age": np.full(n, 50), "view": np.full(n, "PA")})
+    gaps = attribute_gaps(truth, p_nf[:, None], meta, ["No Finding"], {"No Finding": {"f1": 0.5}}, None)["sex"]
+    assert gaps["underdiagnosis"] == pytest.approx({"F": 9 / 45, "M": 3 / 45})
+    assert gaps["underdiagnosis_gap"]["value"] == pytest.approx(6 / 45) and gaps["underdiagnosis_gap"]["high"] == "F"

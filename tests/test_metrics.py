@@ -131,7 +131,7 @@ def test_subgroups_by_sex_age_and_view_with_the_false_negative_rate():
     t = {lab: {"0.5": 0.5, "youden": 0.5, "f1": 0.6} for lab in ("A", "B")}
     m = score_split(frame, y, p, ["A", "B"], "image", "max", t, n_boot=100)
     groups = m["subgroups"]
-    assert set(groups) == {"sex", "age", "view"}
+    assert set(groups) == {"sex", "age", "view", "sex × age"}
     women = (frame["sex"] == "F").to_numpy()
     assert groups["sex"]["F"]["n"] == 40 and groups["sex"]["M"]["n"] == 80
     expected_auc = np.mean([skm.roc_auc_score(y[women, j], p[women, j]) for j in range(2)])
