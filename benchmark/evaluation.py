@@ -50,7 +50,8 @@ def finish_run(cfg, run_dir: Path, model, data, state, flops: int, steps: int, l
     write_json(run_dir / THRESHOLDS, {"chosen_on": "val", "selected": "f1", "labels": labels, "unit": unit,
                                       "thresholds": thresholds})
     metrics = {name: score_split(frames[name], data.splits[name].truth, probs[name], labels, unit,
-                                 cfg.study_reduce, thresholds, cfg.bootstrap, curves=(name == "test"))
+                                 cfg.study_reduce, thresholds, cfg.bootstrap, curves=(name == "test"),
+                                 min_positives=cfg.min_positives)
                for name in ("val", "test")}
     metrics["synthetic"] = data.dataset.synthetic
     metrics["protocol"] = data.protocol
@@ -137,7 +138,7 @@ def evaluate_external(run, dataset: str, data_root, csv=None, split: str = "all"
     ext_cfg = cfg.replace(dataset=dataset, score_by="auto")
     chosen = {lab: thresholds["thresholds"][lab] for lab in labels}
     metrics = score_split(table, truth, probs, labels, scoring_unit(ext_cfg), cfg.study_reduce, chosen,
-                          cfg.bootstrap)
+                          cfg.bootstrap, min_positives=cfg.min_positives)
     out = run / EXTERNAL / name
     write_csv(out / EXTERNAL_PREDICTIONS, table)
     record = {"test": metrics, "synthetic": ds.synthetic, "protocol": ds.protocol,
@@ -186,7 +187,7 @@ def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | N
     frame = predictions_frame(part, labels, probs)
     write_csv(run / predictions_file(name), frame)
     metrics = score_split(frame, part.truth, probs, labels, scoring_unit(cfg), cfg.study_reduce,
-                          (thresholds or {}).get("thresholds"), cfg.bootstrap)
+                          (thresholds or {}).get("thresholds"), cfg.bootstrap, min_positives=cfg.min_positives)
     all_metrics = read_json(run / METRICS, {}) or {}
     all_metrics[name] = metrics
     write_json(run / METRICS, all_metrics)
