@@ -225,7 +225,7 @@ def test_tuned_sweep_killed_resumed_reported_and_refused_when_changed(phantom, t
     result = run_cli(*args)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (first / "train.log").read_bytes() == kept  # the finished trial was not run again
-    assert "test" not in "".join(line for line in result.stdout.splitlines() if "trial-" in line).lower()
+    assert "test mean auroc" not in "".join(x for x in result.stdout.splitlines() if "trial-" in x).lower()
     study_trials = {}
     for conf in ("mobilenet", "resnet34"):
         study = optuna.load_study(study_name=conf, storage=f"sqlite:///{out / 'tuning.db'}")
@@ -258,3 +258,115 @@ def test_tuned_sweep_killed_resumed_reported_and_refused_when_changed(phantom, t
     changed = run_cli(*args[:-1], "tune_space={learning_rate: {log_uniform: [1.0e-4, 1.0e-1]}}")
     one_line_error(changed, "tune_space", str(out))
     assert tree_state(out) == before
+
+
+class EpochWriter:
+    """A launcher whose "run" writes, one epoch per poll, the history.csv and status.json a training run writes,
+    with a validation AUROC that peaks at learning_rate 1e-3: the sweep's trial loop, budget, pruner and telling
+    are exercised for real, without training (the run contract itself is tested with training below)."""
+
+    def __init__(self, epochs: int, capacity: int = 1):
+        self.epochs, self.capacity, self.started = epochs, capacity, []
+
+    @staticmethod
+    def score(lr: float, epoch: int) -> float:
+        import math
+
+        return 0.9 - abs(math.log10(lr) + 3) / 5 + 0.01 * epoch
+
+    def start(self, job) -> None:
+        asked = yaml.safe_load((job.run_dir / REQUESTED).read_text())
+        job.handle = {"lr": asked["learning_rate"], "epoch": 0, "stopped": False}
+        self.started.append(job.name)
+        (job.run_dir / HISTORY).write_text("epoch,val_auroc\n")
+
+    def poll(self, job):
+        h = job.handle
+        if h["stopped"]:
+            write_status(job.run_dir, "interrupted", error="stopped")
+            return 0
+        if h["epoch"] < self.epochs:
+            with open(job.run_dir / HISTORY, "a") as fh:
+                fh.write(f"{h['epoch']},{self.score(h['lr'], h['epoch'])}\n")
+            h["epoch"] += 1
+            return None
+        write_status(job.run_dir, "done", val_auroc=self.score(h["lr"], self.epochs - 1))
+        return 0
+
+    def stop(self, job, force: bool = False) -> None:
+        job.handle["stopped"] = True
+
+    def wait(self, job, timeout):
+        return self.poll(job)
+
+    def describe(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+def _loop(tmp_path, launcher, **changes):
+    from benchmark.ownership import claim
+    from benchmark.tune import run_trials
+
+    cfg = tuned(**changes)
+    out = claim(tmp_path / "sweep", "sweep", "a sweep folder", "")
+    scheduler, todo = run_trials(out, cfg, launcher)
+    assert scheduler is None or not scheduler.interrupted  # None: no trial was left to run
+    studies = {name: optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'tuning.db'}")
+               for name in ("mobilenet", "resnet34") if (out / RUNS / name).is_dir()}
+    return out, todo, studies
+
+
+def test_trial_loop_spends_exactly_the_budget_and_chooses_on_validation(tmp_path, capsys):
+    from benchmark.rundir import read_status
+
+    launcher = EpochWriter(epochs=2, capacity=2)  # two at a time, as on two GPUs or Ray workers
+    out, todo, studies = _loop(tmp_path, launcher, tune_trials=3, tune_sampler="random", epochs=2, tune_seeds=2)
+    assert sorted(launcher.started) == [f"{c}/trial-00{k}" for c in ("mobilenet", "resnet34") for k in range(3)]
+    for name, study in studies.items():
+        trials = study.get_trials()
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+        best = max(trials, key=lambda t: (t.value, -t.number))
+        assert best.value == pytest.approx(EpochWriter.score(best.params["learning_rate"], 1))
+        chosen = dict(todo)[f"{name}-best-s1"]
+        assert chosen.learning_rate == best.params["learning_rate"] and chosen.seed == 1
+        assert dict(todo)[f"{name}-best-s2"].learning_rate == best.params["learning_rate"]
+        assert all(read_status(out / RUNS / name / f"trial-00{k}")["trial_seconds"] > 0 for k in range(3))
+    assert "test mean auroc" not in capsys.readouterr().out.lower()  # a trial's test score is never shown
+    again = EpochWriter(epochs=2)
+    _, todo_again, _ = _loop(tmp_path, again, tune_trials=3, tune_sampler="random", epochs=2, tune_seeds=2)
+    assert again.started == [] and todo_again == todo  # a re-run finds the budget spent and the same choice
+
+
+def test_hours_budget_is_kept_to_within_one_trial(tmp_path):
+    budget_h = 2.0 / 3600  # two seconds; each trial takes at least the loop's 0.5 s poll per epoch
+    _, _, studies = _loop(tmp_path, EpochWriter(epochs=2), tune_budget_hours=budget_h, tune_trials=None,
+                          backbones=["mobilenet"], tune_sampler="random", epochs=2)
+    seconds = [t.user_attrs["seconds"] for t in studies["mobilenet"].get_trials()]
+    assert len(seconds) >= 2
+    assert sum(seconds[:-1]) < budget_h * 3600 <= sum(seconds)  # the last trial started before it was spent
+
+
+def test_pruned_trials_are_stopped_and_recorded_pruned(tmp_path):
+    from benchmark.rundir import read_status
+    from benchmark.tune import MEDIAN_STARTUP
+
+    out, _, studies = _loop(tmp_path, EpochWriter(epochs=3), tune_trials=6, tune_pruner="median", epochs=3,
+                            backbones=["mobilenet"], tune_sampler="random")
+    trials = studies["mobilenet"].get_trials()
+    assert len(trials) == 6
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.number >= MEDIAN_STARTUP for t in pruned)
+    for t in trials:
+        status = read_status(out / RUNS / "mobilenet" / f"trial-{t.number:03d}")
+        assert status["status"] == ("pruned" if t in pruned else "done")
+    for t in pruned:  # stopped before its last epoch, below the median of the finished trials at its last step
+        step = max(t.intermediate_values)
+        assert 1 <= step < 2
+        finished = sorted(u.intermediate_values[step] for u in trials
+                          if u.state.name == "COMPLETE" and u.number < t.number)
+        import statistics
+
+        assert max(t.intermediate_values.values()) < statistics.median(finished)
