@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--gpus", help="comma-separated GPU ids to run in parallel, one run per GPU")
     _launcher_args(rt)
 
+    im = sub.add_parser("import-predictions", help="another model's predictions on the sweep's test set, as a run "
+                                                   "scored, compared and reported like the trained ones")
+    im.add_argument("--sweep", required=True, help="the sweep folder")
+    im.add_argument("--name", required=True, help="the run's name (SWEEP/runs/NAME)")
+    im.add_argument("file", help="predictions on the test set: path and y_prob_<label> columns")
+    im.add_argument("--val", help="its predictions on the validation set, for thresholds (else none are chosen)")
+
     perf = sub.add_parser("perf", help="throughput benchmarks")
     psub = perf.add_subparsers(dest="perf_command", metavar="WHAT")
     psub.required = True
@@ -311,6 +318,15 @@ def cmd_retrain(args) -> int:
                    where={"launcher": args.launcher, "ray_address": args.ray_address})
 
 
+def cmd_import_predictions(args) -> int:
+    from benchmark.imported import import_predictions
+
+    summary = import_predictions(args.sweep, args.name, args.file, args.val)
+    print(f"imported {args.name}: test mean AUROC {summary['auroc_macro']} over {summary['n_images']} "
+          f"{summary['unit']}s; run `report --sweep {args.sweep}` to see it beside the trained runs")
+    return 0
+
+
 def cmd_perf(args) -> int:
     from benchmark import perf
 
@@ -342,7 +358,7 @@ def cmd_perf(args) -> int:
 COMMANDS = {"data": cmd_data, "models": cmd_models, "config-keys": cmd_config_keys, "doctor": cmd_doctor,
             "train": cmd_train, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "retrain": cmd_retrain,
-            "perf": cmd_perf}
+            "perf": cmd_perf, "import-predictions": cmd_import_predictions}
 
 
 def _terminate(signum, frame):

@@ -34,7 +34,9 @@ def load_external(run_dir: Path) -> dict:
 def find_runs(path: Path, plan: list[str] | None = None) -> list[Path]:
     """The run directories a report shows: the folder itself if it is one run; else the runs of the sweep's
     current plan (`plan`, or the one its sweep.yaml gives), in plan order; else every run folder under it."""
-    if (path / CONFIG).is_file() or (path / REQUESTED).is_file():
+    from benchmark.imported import IMPORTED, imported_runs
+
+    if any((path / name).is_file() for name in (CONFIG, REQUESTED, IMPORTED)):
         return [path]
     runs_dir = path / RUNS if (path / RUNS).is_dir() else path
     if plan is None and (path / SWEEP_CONFIG).is_file():
@@ -43,7 +45,7 @@ def find_runs(path: Path, plan: list[str] | None = None) -> list[Path]:
 
         plan = [name for name, _ in plan_runs(read_config(path, SWEEP_CONFIG))]
     if plan is not None:
-        runs = [runs_dir / name for name in plan if (runs_dir / name).is_dir()]
+        runs = [runs_dir / name for name in plan if (runs_dir / name).is_dir()] + imported_runs(runs_dir)
     else:
         runs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and is_run_dir(p))
     if not runs:
@@ -75,13 +77,18 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
     """Everything the report shows about one run, read from its files."""
     from reports.metrics import score_split
 
+    from benchmark.imported import IMPORTED
+
     cfg_file = run_dir / CONFIG if (run_dir / CONFIG).is_file() else run_dir / REQUESTED
     cfg = (yaml.safe_load(cfg_file.read_text()) or {}) if cfg_file.is_file() else {}
+    imported = read_json(run_dir / IMPORTED)  # another model's predictions (benchmark.imported): no training files
+    if imported:
+        cfg = imported.get("config") or {}
     status = read_status(run_dir)
     run = {"name": run_dir.name, "dir": run_dir, "config": cfg, "status": status.get("status", "missing"),
            "error": status.get("error"), "timing": read_json(run_dir / TIMING, {}) or {},
            "environment": read_json(run_dir / ENVIRONMENT, {}) or {},
-           "synthetic": bool(status.get("synthetic", cfg.get("dataset") == "phantom"))}
+           "synthetic": bool(status.get("synthetic", cfg.get("dataset") == "phantom")), "imported": imported}
     hist = run_dir / HISTORY
     run["history"] = pd.read_csv(hist) if hist.is_file() and hist.stat().st_size else None
     pred_test = run_dir / predictions_file("test")
