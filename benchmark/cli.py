@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("file", help="predictions on the test set: path and y_prob_<label> columns")
     im.add_argument("--val", help="its predictions on the validation set, for thresholds (else none are chosen)")
 
+    mc = sub.add_parser("model-card", help="write RUN/model_card.json (finished runs get one; this writes it again)")
+    mc.add_argument("--run", required=True, help="a finished run directory")
+    mc.add_argument("--public", action="store_true", help="print its public form (no paths) instead of writing")
+
     perf = sub.add_parser("perf", help="throughput benchmarks")
     psub = perf.add_subparsers(dest="perf_command", metavar="WHAT")
     psub.required = True
@@ -327,6 +331,16 @@ def cmd_import_predictions(args) -> int:
     return 0
 
 
+def cmd_model_card(args) -> int:
+    from benchmark.model_card import model_card, public_card, write_model_card
+
+    if args.public:
+        print(json.dumps(public_card(model_card(args.run)), indent=1))
+    else:
+        print(write_model_card(args.run))
+    return 0
+
+
 def cmd_perf(args) -> int:
     from benchmark import perf
 
@@ -358,7 +372,8 @@ def cmd_perf(args) -> int:
 COMMANDS = {"data": cmd_data, "models": cmd_models, "config-keys": cmd_config_keys, "doctor": cmd_doctor,
             "train": cmd_train, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "retrain": cmd_retrain,
-            "perf": cmd_perf, "import-predictions": cmd_import_predictions}
+            "perf": cmd_perf, "import-predictions": cmd_import_predictions,
+            "model-card": cmd_model_card}
 
 
 def _terminate(signum, frame):

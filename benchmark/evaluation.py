@@ -82,6 +82,9 @@ def finish_run(cfg, run_dir: Path, model, data, state, flops: int, steps: int, l
     for spec in cfg.external:  # the data were checked when the run started
         evaluate_external(run_dir, spec["dataset"], spec["data_root"], spec.get("csv"), spec.get("split", "all"),
                           spec.get("name"), model=model, log=log)
+    from benchmark.model_card import write_model_card
+
+    write_model_card(run_dir, finishing=True)  # before "done": a finished run always has its card
     summary = metrics["test"]["summary"]
     write_status(run_dir, "done", val_auroc=metrics["val"]["summary"]["auroc_macro"],
                  test_auroc=summary["auroc_macro"], synthetic=data.dataset.synthetic)

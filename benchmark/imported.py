@@ -169,6 +169,7 @@ def _run_folder(sweep: Path, name: str) -> Path:
 def import_predictions(sweep, name: str, test_file, val_file=None) -> dict:
     """Write SWEEP/runs/NAME as a finished run of kind "imported" from a prediction file (and optionally its
     validation predictions); returns its test summary."""
+    from benchmark.model_card import MODEL_CARD, write_model_card
     from benchmark.ownership import FolderLock
     from benchmark.rundir import (METRICS, RUNS, STATUS, THRESHOLDS, predictions_file, read_json, write_csv,
                                   write_json, write_status)
@@ -187,6 +188,7 @@ def import_predictions(sweep, name: str, test_file, val_file=None) -> dict:
         unit, reduce = s.get("unit", "image"), s.get("reduce") or "max"
         boot = s.get("bootstrap") or {}
         n_boot = boot.get("requested", boot.get("resamples", 1000)) or 1000
+        config = _config_summary(ref, name)
         tables = {"test": matched_table(test_file, pd.read_csv(ref / predictions_file("test")), labels, "test")}
         if val_file is not None:
             if not (ref / predictions_file("val")).is_file():
@@ -198,14 +200,16 @@ def import_predictions(sweep, name: str, test_file, val_file=None) -> dict:
             scored = score_units(tables["val"], *arrays["val"], unit, reduce)
             thresholds = choose_thresholds(scored.truth, scored.probs, labels)
         metrics = {split: score_split(tables[split], *arrays[split], labels, unit, reduce, thresholds,
-                                      n_boot, curves=(split == "test"))  # as finish_run scores them
+                                      n_boot, curves=(split == "test"),  # as finish_run scores them
+                                      min_positives=config["min_positives"])
                    for split in tables}
         if thresholds is None:
             _blank_thresholded(metrics["test"])
         metrics["synthetic"] = saved.get("synthetic", False)
         metrics["protocol"] = saved.get("protocol")
         run = _run_folder(sweep, name)
-        (run / STATUS).unlink(missing_ok=True)  # a replaced import is not "done" while it is being written
+        for stale in (STATUS, MODEL_CARD):  # a replaced import is not "done" while it is being written
+            (run / stale).unlink(missing_ok=True)
         for split, table in tables.items():
             write_csv(run / predictions_file(split), table)
         if thresholds is not None:
@@ -220,7 +224,8 @@ def import_predictions(sweep, name: str, test_file, val_file=None) -> dict:
             "files": {split: {"name": f.name, "sha256": _sha256(f)}
                       for split, f in (("test", test_file), ("val", val_file)) if f is not None},
             "thresholds": "chosen on the imported validation predictions" if thresholds else NO_THRESHOLDS,
-            "config": _config_summary(ref, name)})
+            "config": config})
+        write_model_card(run, finishing=True)
         write_status(run, "done", val_auroc=metrics.get("val", {}).get("summary", {}).get("auroc_macro"),
                      test_auroc=metrics["test"]["summary"]["auroc_macro"], synthetic=metrics["synthetic"],
                      imported=True)
@@ -241,4 +246,6 @@ def _config_summary(ref: Path, name: str) -> dict:
 
     cfg = (yaml.safe_load((ref / CONFIG).read_text()) or {}) if (ref / CONFIG).is_file() else {}
     keep = ("dataset", "labels", "protocol", "score_by", "study_reduce", "views", "split_seed", "bootstrap")
-    return {"backbone": f"imported ({name})", **{k: cfg[k] for k in keep if k in cfg}}
+    # min_positives as the sweep's runs were scored with (10, the key's default, where a run predates it)
+    return {"backbone": f"imported ({name})", **{k: cfg[k] for k in keep if k in cfg},
+            "min_positives": cfg.get("min_positives", 10)}

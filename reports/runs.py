@@ -113,4 +113,14 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
     run["protocol"] = saved.get("protocol")
     run["external"] = load_external(run_dir)
     run["gallery"] = safe_gallery(run_dir, read_json(run_dir / GALLERY) or [])
+    run["model_card"] = _model_card(run_dir) if saved.get("test") else None
     return run
+
+
+def _model_card(run_dir: Path) -> dict:
+    """The run's model card (model_card.json, or made from its files for a run finished before cards), in full and
+    in its public form."""
+    from benchmark.model_card import MODEL_CARD, model_card, public_card
+
+    card = read_json(run_dir / MODEL_CARD) or model_card(run_dir)
+    return {"full": card, "public": public_card(card)}
