@@ -167,11 +167,22 @@ def external_tables(runs: list[dict]) -> list[dict]:
             rows.append({"run": r["name"], "external": ext, "cells": {
                 lab: (r["test_metrics"]["per_label"].get(lab, {}).get("auroc"),
                       ext["test"]["per_label"][lab].get("auroc")) for lab in shared},
-                "macro": (r["test_metrics"]["summary"].get("auroc_macro"), ext["test"]["summary"].get("auroc_macro"))})
+                "macro": _shared_macros(r["test_metrics"], ext["test"], shared)})
         first = next((row["external"] for row in rows), {})
         tables.append({"name": name, "labels": labels, "rows": rows, "source": first.get("source", {}),
                        "protocol": first.get("protocol")})
     return tables
+
+
+def _shared_macros(internal: dict, external: dict, shared) -> tuple:
+    """The internal and external mean AUROC over the same labels: those both sets score (an internal macro over
+    every trained label beside an external one over the shared labels would compare different averages)."""
+    pairs = [(internal["per_label"].get(lab, {}).get("auroc"), external["per_label"].get(lab, {}).get("auroc"))
+             for lab in shared]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if not pairs:
+        return None, None
+    return float(np.mean([a for a, _ in pairs])), float(np.mean([b for _, b in pairs]))
 
 
 def _b64(png: bytes) -> str:

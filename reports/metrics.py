@@ -21,7 +21,11 @@ from reports.scoring import MIN_GROUP, Scored, score_units
 from reports.stats import PatientBootstrap, percentile_ci, resampled_aurocs
 from reports.subgroups import attribute_gaps, attributes
 
-THRESHOLD_KINDS = ("0.5", "youden", "f1")
+# operating points: the threshold at which validation reaches a specificity (or sensitivity), applied unchanged to
+# test and external sets, where the other rate is read
+OPERATING_POINTS = {"spec90": ("specificity", 0.90), "spec95": ("specificity", 0.95),
+                    "sens90": ("sensitivity", 0.90), "sens95": ("sensitivity", 0.95)}
+THRESHOLD_KINDS = ("0.5", "youden", "f1", *OPERATING_POINTS)
 SUMMARY_THRESHOLD = "f1"  # thresholds of the summary's F1, accuracy ...: F1-optimal on validation
 ECE_BINS = 10
 
@@ -55,8 +59,20 @@ def f1_threshold(y, p) -> float:
     return float(thr[int(np.argmax(f1))]) if len(thr) else 0.5
 
 
+def operating_threshold(y, p, rate: str, target: float) -> float:
+    """The threshold (predict positive at p >= t) at which these units reach `target` specificity (the lowest such
+    t) or sensitivity (the highest such t)."""
+    if rate == "specificity":
+        neg = np.sort(p[y == 0])
+        k = int(np.ceil(target * len(neg)))  # this many negatives must fall below t
+        return float(np.nextafter(neg[k - 1], np.inf)) if k else float(neg[0])
+    pos = np.sort(p[y == 1])
+    return float(pos[len(pos) - int(np.ceil(target * len(pos)))])  # this many positives at or above t
+
+
 def choose_thresholds(y_val, p_val, labels) -> dict:
-    """Per label: 0.5, Youden's J and the F1-optimal threshold, chosen on validation (0.5 where undefined)."""
+    """Per label, chosen on validation (0.5 where undefined): 0.5, Youden's J, the F1-optimal threshold, and the
+    operating points (OPERATING_POINTS)."""
     out = {}
     for j, label in enumerate(labels):
         y, p, _ = _present(y_val[:, j], p_val[:, j])
@@ -64,7 +80,35 @@ def choose_thresholds(y_val, p_val, labels) -> dict:
         out[label] = {"0.5": 0.5,
                       "youden": youden_threshold(y, p) if defined else 0.5,
                       "f1": f1_threshold(y, p) if defined else 0.5}
+        for kind, (rate, target) in OPERATING_POINTS.items():
+            out[label][kind] = operating_threshold(y, p, rate, target) if defined else 0.5
     return out
+
+
+def calibration_fit(y, p) -> tuple[float | None, float | None]:
+    """Calibration slope and intercept (calibration-in-the-large): the logistic regression of the outcome on the
+    logit of the predicted probability (slope), and with that logit as an offset (intercept). Perfect calibration
+    is slope 1, intercept 0; a slope below 1 means overconfident predictions. Newton's method, no penalty."""
+    y = np.asarray(y, float)
+    lp = np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
+    if len(np.unique(y)) < 2:
+        return None, None
+
+    def newton(design, offset):
+        """The fitted coefficients, or None where they do not converge (separated classes)."""
+        beta = np.zeros(design.shape[1])
+        for _ in range(50):
+            mu = 1 / (1 + np.exp(-np.clip(design @ beta + offset, -35, 35)))
+            w = np.maximum(mu * (1 - mu), 1e-12)
+            step = np.linalg.lstsq(design.T @ (design * w[:, None]), design.T @ (y - mu), rcond=None)[0]
+            beta += step
+            if np.abs(step).max() < 1e-10:
+                return beta
+        return None
+
+    slope = newton(np.column_stack([np.ones_like(lp), lp]), 0.0)
+    intercept = newton(np.ones((len(lp), 1)), lp)
+    return (float(slope[1]) if slope is not None else None, float(intercept[0]) if intercept is not None else None)
 
 
 def binary_metrics(y, pred) -> dict:
@@ -155,7 +199,10 @@ def compute_metrics(y_true, y_prob, labels, patients=None, thresholds=None, n_bo
                 frac, mean_p = calibration_curve(y, p, n_bins=ECE_BINS, strategy="uniform")
                 entry["reliability"] = {"mean_predicted": mean_p.tolist(), "observed": frac.tolist()}
             entry["by_threshold"] = {}
+            entry["calibration_slope"], entry["calibration_intercept"] = calibration_fit(y, p)
             for kind in THRESHOLD_KINDS:
+                if kind not in thresholds[label]:  # thresholds.json of a run made before the kind
+                    continue
                 t = thresholds[label][kind]
                 entry["by_threshold"][kind] = {"threshold": t, **binary_metrics(y, (p >= t).astype(int))}
         per_label[label] = entry
@@ -262,6 +309,11 @@ class SplitScores:
         """Mean over labels of a thresholded value (F1-optimal thresholds chosen on validation)."""
         return _mean([m[key] for m in self.at_threshold]) if self.any else None
 
+    def operating_mean(self, kind: str, key: str):
+        """Mean over labels with an AUROC of a rate at an operating point's threshold (chosen on validation)."""
+        return _mean([(self.per_label[lab].get("by_threshold") or {}).get(kind, {}).get(key)
+                      for lab in self.defined])
+
     def both_classes(self) -> bool:
         return len(np.unique(self.flat_y)) == 2
 
@@ -337,4 +389,15 @@ SUMMARY_METRICS = (
            note="expected calibration error, 10 bins, mean over labels"),
     Metric("brier_macro", "Brier", lambda c: c.label_mean("brier") if c.any else None, in_table=False,
            lower_is_better=True),
+    Metric("calibration_slope_macro", "calibration slope", lambda c: c.label_mean("calibration_slope"),
+           in_table=False,
+           note="logistic recalibration slope, mean over labels (1: calibrated; below 1: overconfident)"),
+    Metric("calibration_intercept_macro", "calibration intercept", lambda c: c.label_mean("calibration_intercept"),
+           in_table=False, note="calibration-in-the-large, mean over labels (0: calibrated)"),
+    *(Metric(f"{'sensitivity' if rate == 'specificity' else 'specificity'}_at_{kind}",
+             f"{'sensitivity' if rate == 'specificity' else 'specificity'} at {rate[:4]}. {target:.2f}",
+             lambda c, kind=kind, key=("recall" if rate == "specificity" else "specificity"):
+             c.operating_mean(kind, key),
+             in_table=False, note=f"mean over labels; each label's threshold gives {rate} {target:.2f} on validation")
+      for kind, (rate, target) in OPERATING_POINTS.items()),
 )

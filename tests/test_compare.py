@@ -196,3 +196,15 @@ def test_the_underdiagnosis_rate_where_the_labels_have_no_finding():
     gaps = attribute_gaps(truth, p_nf[:, None], meta, ["No Finding"], {"No Finding": {"f1": 0.5}}, None)["sex"]
     assert gaps["underdiagnosis"] == pytest.approx({"F": 9 / 45, "M": 3 / 45})
     assert gaps["underdiagnosis_gap"]["value"] == pytest.approx(6 / 45) and gaps["underdiagnosis_gap"]["high"] == "F"
+
+
+def test_external_validation_compares_means_over_the_same_labels():
+    from reports.build import external_tables
+
+    internal = {"summary": {"auroc_macro": (0.9 + 0.7 + 0.5) / 3},
+                "per_label": {"A": {"auroc": 0.9}, "B": {"auroc": 0.7}, "C": {"auroc": 0.5}}}
+    external = {"summary": {"auroc_macro": 0.75, "labels": ["A", "B"]},
+                "per_label": {"A": {"auroc": 0.8}, "B": {"auroc": 0.7}}}
+    run = {"name": "r", "test_metrics": internal, "external": {"nih": {"test": external, "source": {}}}}
+    table = external_tables([run])[0]
+    assert table["rows"][0]["macro"] == pytest.approx((0.8, 0.75))  # internal over A and B: (0.9 + 0.7) / 2

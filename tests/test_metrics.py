@@ -142,3 +142,45 @@ def test_subgroups_by_sex_age_and_view_with_the_false_negative_rate():
     assert groups["sex"]["F"]["fnr_macro"] == pytest.approx(np.mean(fnr))
     assert groups["age"]["80 and over"] == {"n": 10, "patients": 10, "undefined": "fewer than 30 images"}
     assert groups["age"]["under 40"]["n"] == 40 and groups["view"]["AP"]["n"] == 60
+
+
+def test_operating_points_are_chosen_on_validation_and_read_on_test():
+    from reports.metrics import operating_threshold
+
+    # negatives 0.1 .. 1.0 (ten): specificity 0.90 needs nine below t -> just above 0.9
+    neg = np.round(np.arange(1, 11) / 10, 1)
+    y = np.r_[np.zeros(10), np.ones(4)]
+    p = np.r_[neg, [0.2, 0.5, 0.95, 0.99]]
+    t = operating_threshold(y, p, "specificity", 0.90)
+    assert 0.9 < t < 0.9 + 1e-9 and ((p[y == 0] >= t).mean()) == pytest.approx(0.1)
+    # sensitivity 0.75 of four positives: three at or above t -> t = 0.5
+    assert operating_threshold(y, p, "sensitivity", 0.75) == 0.5
+    rng = np.random.default_rng(3)
+    yv, yt = rng.integers(0, 2, (400, 2)).astype(float), rng.integers(0, 2, (400, 2)).astype(float)
+    pv, pt = np.clip(yv * 0.3 + rng.random((400, 2)) * 0.7, 0, 1), np.clip(yt * 0.3 + rng.random((400, 2)) * 0.7, 0, 1)
+    chosen = choose_thresholds(yv, pv, ["A", "B"])
+    on_val = compute_metrics(yv, pv, ["A", "B"], thresholds=chosen, n_boot=0, curves=False)
+    assert all(on_val["per_label"][k]["by_threshold"]["spec95"]["specificity"] >= 0.95 for k in "AB")
+    assert all(on_val["per_label"][k]["by_threshold"]["sens90"]["recall"] >= 0.90 for k in "AB")
+    on_test = compute_metrics(yt, pt, ["A", "B"], thresholds=chosen, n_boot=0, curves=False)
+    expected = np.mean([((pt[yt[:, j] == 1, j]) >= chosen[k]["spec90"]).mean() for j, k in enumerate("AB")])
+    assert on_test["summary"]["sensitivity_at_spec90"] == pytest.approx(expected)  # the validation threshold, unchanged
+
+
+def test_calibration_slope_and_intercept_against_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    from reports.metrics import calibration_fit
+
+    rng = np.random.default_rng(5)
+    logit = rng.normal(0, 1.5, 3000)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-logit))).astype(int)
+    overconfident = 1 / (1 + np.exp(-2 * logit))  # twice the true logit: slope about 0.5
+    slope, intercept = calibration_fit(y, overconfident)
+    lp = 2 * logit
+    fitted = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(lp[:, None], y)
+    assert slope == pytest.approx(fitted.coef_[0, 0], rel=1e-5) and 0.4 < slope < 0.6
+    # the intercept with the logit as offset: observed positives = expected positives
+    assert np.sum(1 / (1 + np.exp(-(lp + intercept)))) == pytest.approx(y.sum(), rel=1e-6)
+    slope, intercept = calibration_fit(y, 1 / (1 + np.exp(-logit)))  # calibrated
+    assert abs(slope - 1) < 0.1 and abs(intercept) < 0.1

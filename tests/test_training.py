@@ -34,7 +34,7 @@ def test_run_directory_contract(trained):
     assert timing["params"] > 3e6 and timing["flops"] > 0 and timing["train_images_per_s"] > 0
     assert timing["inference_ms_per_image"] > 0
     thresholds = json.loads((out / "thresholds.json").read_text())
-    assert set(thresholds["thresholds"]["Edema"]) == {"0.5", "youden", "f1"}
+    assert set(thresholds["thresholds"]["Edema"]) == {"0.5", "youden", "f1", "spec90", "spec95", "sens90", "sens95"}
     env = json.loads((out / "environment.json").read_text())
     assert env["tensorflow"].startswith("2.") and "hostname" not in json.dumps(env).lower()
     assert (out / "gradcam" / "gallery.json").is_file()
