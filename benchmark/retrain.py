@@ -46,7 +46,11 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
     if fixed:
         raise UserError(f"retrain cannot change {', '.join(fixed)}: it names the run; add a run of that setting "
                         f"with a new sweep (--out) instead")
-    plan = dict(plan_runs(cfg))
+    plan = dict(plan_runs(cfg, out))  # a tuning sweep's: each configuration's chosen setting, read from its trials
+    if cfg.tune_space is not None:
+        from benchmark.tune import runs_named
+
+        names = runs_named(cfg, names, out)
     unknown = [n for n in names if n not in plan]
     if unknown:
         raise UserError(f"{out} has no run {unknown[0]!r}; its runs are: {', '.join(plan)}")

@@ -20,6 +20,7 @@ recipe that happened to suit one of them (Dodge et al., "Show Your Work", EMNLP 
 from __future__ import annotations
 
 import math
+import re
 import time
 import zlib
 from pathlib import Path
@@ -150,6 +151,20 @@ def final_plan(cfg, out: Path | None = None) -> list:
             seed = conf.seed + 1 + k
             plan.append((f"{name}-best-s{seed}", merge(conf, {**params, "seed": seed}, "the chosen trial")))
     return plan
+
+
+def runs_named(cfg, names: list[str], out: Path) -> list[str]:
+    """`retrain`'s names with each configuration's name standing for its chosen setting's runs (one per seed); a
+    configuration without a finished trial has no chosen setting to retrain (UserError)."""
+    confs = {name for name, _ in configurations(cfg)}
+    runs = []
+    for n in names:
+        conf = n if n in confs else n.rsplit("-best-s", 1)[0]
+        if conf in confs and chosen_trial(out, conf, cfg.tune_space) is None:
+            raise UserError(f"{conf} has no finished trial in {out}, so no chosen setting to retrain; run the "
+                            f"sweep's command again to tune it")
+        runs += [f"{n}-best-s{cfg.seed + 1 + k}" for k in range(cfg.tune_seeds)] if n in confs else [n]
+    return runs
 
 
 # --- reading trials from their folders (no Optuna) ---------------------------------------------------------
@@ -439,24 +454,32 @@ class TrialScheduler(_scheduler_base()):
         settle(self.optuna, study, number, job.run_dir, seconds)
 
     def _echo_progress(self, job) -> None:
-        """The new lines of the trial's log that say where it is, without its test scores."""
-        from benchmark.rundir import TRAIN_LOG
-        from benchmark.sweep import PROGRESS
+        """The run's progress lines, as for any run, without its test scores."""
+        import contextlib
+        import sys
 
-        path = job.run_dir / TRAIN_LOG
-        if not path.is_file():
-            return
-        with open(path, "rb") as fh:
-            fh.seek(self.offsets[job.name])
-            chunk = fh.read()
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return
-        self.offsets[job.name] += end + 1
-        for line in chunk[:end].decode(errors="replace").splitlines():
-            line = line.strip()
-            if PROGRESS.match(line) and not line.startswith("/") and "test" not in line.lower():
-                print(f"    [{job.index} {job.name}] {line}", flush=True)
+        with contextlib.redirect_stdout(_WithoutTestScores(sys.stdout)):
+            super()._echo_progress(job)
+
+
+class _WithoutTestScores:
+    """A text stream passing on whole lines, except those that show a test score."""
+
+    TEST_SCORE = re.compile(r"\btest (mean )?AUROC\b", re.IGNORECASE)
+
+    def __init__(self, stream):
+        self.stream, self.pending = stream, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            if not self.TEST_SCORE.search(line):
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _fmt_s(seconds: float) -> str:

@@ -370,3 +370,37 @@ def test_pruned_trials_are_stopped_and_recorded_pruned(tmp_path):
         import statistics
 
         assert max(t.intermediate_values.values()) < statistics.median(finished)
+
+
+def test_retrain_names_a_configuration_for_its_chosen_runs(tmp_path):
+    from benchmark.tune import runs_named
+
+    out = _fabricated_sweep(tmp_path)
+    cfg = tuned(tune_seeds=2)
+    assert runs_named(cfg, ["mobilenet", "resnet34-best-s2"], out) == [
+        "mobilenet-best-s1", "mobilenet-best-s2", "resnet34-best-s2"]
+    with pytest.raises(UserError, match="resnet34 has no finished trial"):  # a sweep whose trials never ran
+        runs_named(cfg, ["resnet34"], tmp_path / "elsewhere")
+
+
+@pytest.mark.slow
+def test_two_trials_at_once_on_a_loopback_ray_cluster(phantom, tmp_path):
+    """A private Ray cluster of 2 CPUs, one CPU per run: both trials of the configuration run at the same time, as
+    Ray tasks running the run contract, and the study gets both."""
+    pytest.importorskip("ray", reason="Ray is the optional extra .[ray]")
+    out = tmp_path / "ray"
+    result = run_cli("sweep", "--config", CI_PROFILE, "--out", out, "--data-root", phantom, "--set", "epochs=1",
+                     "--set", "backbones=[mobilenet]", "--set", "steps_per_epoch=2", "--set", "gradcam_images=0",
+                     "--set", "tune_trials=2", "--set", "tune_space={dropout: {uniform: [0.0, 0.5]}}",
+                     "--set", "ray_cpus_per_run=1", "--launcher", "ray", "--ray-address", "local",
+                     env=dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"), timeout=480)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    started = [i for i, x in enumerate(lines) if "/trial-00" in x and ": training" in x]
+    ended = [i for i, x in enumerate(lines) if "/trial-00" in x and ": done in" in x]
+    assert len(started) == 2 and len(ended) == 2 and max(started) < min(ended)  # both ran at once
+    study = optuna.load_study(study_name="mobilenet", storage=f"sqlite:///{out / 'tuning.db'}")
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE"]
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert [r["run"] for r in summary["runs"]] == ["mobilenet-best-s1"] and summary["runs"][0]["status"] == "done"
+    assert summary["tuning"]["mobilenet"]["best_val"] == max(t.value for t in study.get_trials())
