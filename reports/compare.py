@@ -114,15 +114,26 @@ def configuration_key(cfg: dict) -> str:
     return json.dumps(configuration_of(cfg or {}), sort_keys=True, default=str)
 
 
-def _configuration_name(runs: list[dict], taken: set) -> str:
-    """The run's name for a configuration of one run; else the first run's name without its seed part."""
-    if len(runs) == 1:
-        return runs[0]["name"]
-    name = re.sub(r"[-_.]?seeds?[-_=]?\d+", "", runs[0]["name"]) or runs[0]["name"]
-    name = f"{name} ({len(runs)} seeds)"
-    while name in taken:
-        name += "'"
-    return name
+def _configuration_names(grouped: list[list[dict]], taken: set) -> list[str]:
+    """The run's name for a configuration of one run; else the values of the keys in which the configurations
+    differ (backbone, image_size=..., ...), or the first run's name without its seed part, and the seed count."""
+    from benchmark.config import configuration_of
+
+    confs = [configuration_of(runs[0].get("config") or {}) for runs in grouped]
+    keys = sorted({k for c in confs for k in c})
+    varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in confs}) > 1]
+    names = []
+    for runs, conf in zip(grouped, confs):
+        if len(runs) == 1:
+            names.append(runs[0]["name"])
+            continue
+        label = " ".join(str(conf.get(k)) if k == "backbone" else f"{k}={json.dumps(conf.get(k), default=str)}"
+                         for k in varying)
+        name = f"{label or re.sub(r'[-_.]?seeds?[-_=]?[0-9]+', '', runs[0]['name'])} ({len(runs)} seeds)"
+        while name in taken or name in names:
+            name += "'"
+        names.append(name)
+    return names
 
 
 def _val_macro(run: dict):
@@ -156,7 +167,8 @@ def _configurations(aligned, truth, boot, clustered: bool, taken: set) -> list[C
         by_key.setdefault(configuration_key(r.get("config")), []).append((r, probs))
     supported = [j for j in range(truth.shape[1]) if boot.defined[j]]
     out = []
-    for members in by_key.values():
+    names = _configuration_names([[r for r, _ in members] for members in by_key.values()], taken)
+    for name, members in zip(names, by_key.values()):
         runs = [r for r, _ in members]
         resampled, comps = [], []
         aurocs = np.full((len(runs), truth.shape[1]), np.nan)
@@ -171,7 +183,6 @@ def _configurations(aligned, truth, boot, clustered: bool, taken: set) -> list[C
                 comps[i] = {}  # DeLong is not used: the components are not kept
             r["boot_macro"] = resampled[-1][:, supported].mean(axis=1) if supported else np.full(boot.n, np.nan)
         vals = [_val_macro(r) for r in runs]
-        name = _configuration_name(runs, taken)
         taken.add(name)
         for r in runs:
             r["configuration"] = name

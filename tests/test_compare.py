@@ -126,10 +126,11 @@ def test_seeds_are_pooled_into_one_configuration_with_the_between_seed_variance(
                   val=0.7 + s / 100, seed=s) for s in range(3)]
     other = _run("resnet", frame, truth, _scores(rng, truth, effect, 0.8, 3), labels, val=0.9, backbone="resnet50")
     result = compare(seeds + [other], n_boot=300)
-    assert [(c.name, c.seeds) for c in result.configurations] == [("dense (3 seeds)", 3), ("resnet", 1)]
+    # a pooled configuration is named by the key in which the configurations differ
+    assert [(c.name, c.seeds) for c in result.configurations] == [("densenet121 (3 seeds)", 3), ("resnet", 1)]
     assert result.reference == "resnet"  # the best on validation
     rows = [c for c in result.rows if c["label"] == "macro"]
-    assert len(rows) == 1 and rows[0]["a"] == "dense (3 seeds)" and rows[0]["b"] == "resnet"
+    assert len(rows) == 1 and rows[0]["a"] == "densenet121 (3 seeds)" and rows[0]["b"] == "resnet"
     assert rows[0]["family"] == "primary" and rows[0]["seeds"] == [3, 1]
 
     def macro(p):
@@ -140,7 +141,7 @@ def test_seeds_are_pooled_into_one_configuration_with_the_between_seed_variance(
     assert rows[0]["seed_se"] == pytest.approx(math.sqrt(np.var(per_seed, ddof=1) / 3))
     assert rows[0]["se"] > rows[0]["seed_se"] > 0
     assert rows[0]["ci"][0] == pytest.approx(rows[0]["diff"] - 1.959964 * rows[0]["se"])
-    assert all(r["configuration"] == "dense (3 seeds)" for r in seeds)
+    assert all(r["configuration"] == "densenet121 (3 seeds)" for r in seeds)
 
 
 def test_subgroups_are_averaged_over_the_labels_every_group_shares():

@@ -128,8 +128,10 @@ def perf_report(runs: int, images: int, labels: int = 14, n_boot: int = 1000, ke
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    pairs = runs * (runs - 1) // 2
+    # runs that differ only in seed are one configuration (the backbones repeat every five runs): pairs of those
+    configurations = len(summary.get("configurations") or {}) or runs
+    pairs = configurations * (configurations - 1) // 2
     return {"benchmark": "report", "runs": runs, "images": images, "labels": labels, "patients": info["patients"],
-            "resamples": n_boot, "pairs": pairs, "comparisons": len(summary["comparisons"]),
-            "seconds": timed["seconds"], "peak_mb": timed["peak_mb"], "cpu_count": os.cpu_count(),
-            "fabricate_seconds": info["fabricate_seconds"]}
+            "resamples": n_boot, "configurations": configurations, "pairs": pairs,
+            "comparisons": len(summary["comparisons"]), "seconds": timed["seconds"], "peak_mb": timed["peak_mb"],
+            "cpu_count": os.cpu_count(), "fabricate_seconds": info["fabricate_seconds"]}
