@@ -20,6 +20,7 @@ class Reference:
     unit: str  # "study" or "image"
     auroc: dict
     differs: str  # what still differs from a run of that protocol and unit
+    same_test_set: bool = True  # False where the protocol matches but the test images do not (the page says so)
 
 
 CHEXPERT = Reference(
@@ -39,7 +40,8 @@ CHEXNET = Reference(
     {"Atelectasis": 0.8094, "Cardiomegaly": 0.9248, "Effusion": 0.8638, "Infiltration": 0.7345, "Mass": 0.8676,
      "Nodule": 0.7802, "Pneumonia": 0.7680, "Pneumothorax": 0.8887, "Consolidation": 0.7901, "Edema": 0.8878,
      "Emphysema": 0.9371, "Fibrosis": 0.8047, "Pleural_Thickening": 0.8062, "Hernia": 0.9164},
-    "their own random patient-wise split (not NIH's test_list.txt, and not this run's split): the test images differ")
+    "their own random patient-wise split (not NIH's test_list.txt, and not this run's split): the test images differ",
+    same_test_set=False)
 
 REFERENCES = {ref.key: ref for ref in (CHEXPERT, CHEXNET)}
 

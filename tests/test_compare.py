@@ -209,3 +209,12 @@ def test_external_validation_compares_means_over_the_same_labels():
     run = {"name": "r", "test_metrics": internal, "external": {"nih": {"test": external, "source": {}}}}
     table = external_tables([run])[0]
     assert table["rows"][0]["macro"] == pytest.approx((0.8, 0.75))  # internal over A and B: (0.9 + 0.7) / 2
+
+
+def test_a_reference_on_other_test_images_is_not_called_the_same_test_set():
+    from reports.references import references_for
+
+    shown, _ = references_for("nih", ("chexnet",), "carved_test", "image")
+    assert shown and not shown[0].same_test_set and "test images differ" in shown[0].differs
+    shown, _ = references_for("chexpert", ("chexpert",), "valid_as_test", "study")
+    assert shown[0].same_test_set and "ensemble of 30" in shown[0].differs
