@@ -2,9 +2,10 @@
 They share the run's `RunState` (benchmark.rundir), the progress a checkpoint records so that a run resumes where
 it stopped.
 
-Order matters: `ValidationScore` runs first each epoch (it puts ``val_auroc``, ``learning_rate`` and
-``epoch_seconds`` into the logs that EarlyStopping, ReduceLROnPlateau and CSVLogger read); `Checkpoint` runs last
-(it saves the epoch once everything else has seen it).
+One callback per concern. Order matters: `EpochTimer`, `BatchNormReestimate`, `ValidationScore` and
+`LearningRateLog` run first each epoch (they put ``epoch_seconds``, ``val_auroc`` and ``learning_rate`` into the
+logs that EarlyStopping, ReduceLROnPlateau, CSVLogger and `Progress` read); `Checkpoint` runs last (it saves the
+epoch once everything else has seen it).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from benchmark.rundir import (CHECKPOINT, STATE, RunState, atomic_save_model, atomic_save_weights, best_file,
-                              checkpoint_file)
+from benchmark.rundir import (CHECKPOINT, PROGRESS, STATE, RunState, atomic_save_model, atomic_save_weights,
+                              best_file, checkpoint_file, write_json)
 
 STOPPER_KEYS = ("wait", "best", "cooldown_counter", "stopped_epoch", "best_epoch")
 
@@ -62,29 +63,46 @@ def mean_auroc(truth: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-class ValidationScore(keras.callbacks.Callback):
-    """First callback each epoch: BatchNorm statistics re-estimated on `bn_batches` training batches, then the
-    validation mean AUROC (masked, per label, averaged), the learning rate and the epoch's seconds into the logs."""
-
-    def __init__(self, images, train_rows, val_rows, val_truth, batch_size: int, bn_batches: int, seed: int,
-                 state: RunState):
-        super().__init__()
-        self.images, self.train_rows, self.val_rows, self.val_truth = images, train_rows, val_rows, val_truth
-        self.batch_size, self.bn_batches, self.seed, self.state = batch_size, bn_batches, seed, state
+class EpochTimer(keras.callbacks.Callback):
+    """First callback: the epoch's seconds (training only, before validation) into the logs."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        logs["epoch_seconds"] = time.perf_counter() - self.t0
+
+
+class BatchNormReestimate(keras.callbacks.Callback):
+    """Before validation: BatchNorm statistics re-estimated on `batches` training batches (see `reestimate_bn`)."""
+
+    def __init__(self, images, train_rows, batch_size: int, batches: int, seed: int, state: RunState):
+        super().__init__()
+        self.images, self.train_rows, self.batch_size, self.batches = images, train_rows, batch_size, batches
+        self.seed, self.state = seed, state
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.state.nan:  # the weights are gone; nothing to re-estimate
+            reestimate_bn(self.model, self.images, self.train_rows, self.batch_size, self.batches, self.seed + epoch)
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """The validation mean AUROC (masked, per label, averaged) into the logs as ``val_auroc``, which the stoppers,
+    CSVLogger and the checkpoint read; non-finite predictions stop the run (a finite loss can hide them)."""
+
+    def __init__(self, images, val_rows, val_truth, batch_size: int, state: RunState):
+        super().__init__()
+        self.images, self.val_rows, self.val_truth, self.batch_size, self.state = (images, val_rows, val_truth,
+                                                                                  batch_size, state)
+
+    def on_epoch_end(self, epoch, logs=None):
         from benchmark.inference import predict_probs
 
-        logs["epoch_seconds"] = time.perf_counter() - self.t0
         if self.state.nan:  # the weights are gone; nothing to validate
             logs["val_auroc"] = 0.0
             return
-        reestimate_bn(self.model, self.images, self.train_rows, self.batch_size, self.bn_batches, self.seed + epoch)
         probs = predict_probs(self.model, self.images, self.val_rows, self.batch_size)
-        if not np.isfinite(probs).all():  # a finite loss can hide them: float16 overflow in the backbone
+        if not np.isfinite(probs).all():  # float16 overflow in the backbone
             self.state.nan = (f"the validation predictions became NaN or infinite in epoch {epoch + 1} although "
                               f"the loss was finite (float16 overflow?)")
             self.model.stop_training = True
@@ -92,8 +110,27 @@ class ValidationScore(keras.callbacks.Callback):
             return
         score = mean_auroc(self.val_truth, probs)
         logs["val_auroc"] = score if not math.isnan(score) else 0.0
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """The epoch's learning rate into the logs, before ReduceLROnPlateau lowers it (as history.csv records it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
         lr = self.model.optimizer.learning_rate
         logs["learning_rate"] = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+
+class Progress(keras.callbacks.Callback):
+    """The last finished epoch in RUN/progress.json (atomically), where a sweep reads its progress lines: the
+    sweep never parses what Keras prints."""
+
+    def __init__(self, run_dir: Path, epochs: int):
+        super().__init__()
+        self.path, self.epochs = Path(run_dir) / PROGRESS, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float, np.floating))}
+        write_json(self.path, {"epoch": epoch + 1, "epochs": self.epochs, **values})
 
 
 class NaNGuard(keras.callbacks.Callback):

@@ -30,6 +30,7 @@ THRESHOLDS = "thresholds.json"
 TIMING = "timing.json"
 METRICS = "metrics.json"
 TRAIN_LOG = "train.log"
+PROGRESS = "progress.json"  # the child's last finished epoch, read by the sweep for its progress lines
 GRADCAM = "gradcam"
 GALLERY = "gradcam/gallery.json"
 CHECKPOINT = "checkpoint"  # the resume state; removed when the run is done (unless keep_checkpoint)
@@ -143,6 +144,19 @@ def read_json(path, default=None):
 
 def write_csv(path, frame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
+
+
+def read_csv(path, **kwargs):
+    """A CSV file of a run (history, predictions) as a DataFrame; a damaged one (cut short, not text, rows of the
+    wrong width) is a UserError naming it."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:80]
+        raise UserError(f"{path} is damaged ({type(exc).__name__}: {first}); restore it, or train the run again "
+                        f"(evaluate --run {Path(path).parent} rewrites its predictions)") from None
 
 
 @contextlib.contextmanager

@@ -24,14 +24,16 @@ from pathlib import Path
 from benchmark.config import SWEEP_KEYS, Config, grid, run_name
 from benchmark.errors import UserError
 from benchmark.fingerprint import config_part, differences
-from benchmark.launchers import Job, Launcher, check_backend, make_launcher
+from benchmark.launchers import check_launcher, make_launcher
+from benchmark.run_contract import Job, Launcher
 from benchmark.ownership import FolderLock, claim
-from benchmark.rundir import (FINGERPRINT, REQUESTED, RETRAIN, RUNS, SWEEP_CONFIG, SWEEP_FINGERPRINT, SWEEP_STATUS, TRAIN_LOG,
+from benchmark.rundir import (FINGERPRINT, PROGRESS, REQUESTED, RETRAIN, RUNS, SWEEP_CONFIG, SWEEP_FINGERPRINT, SWEEP_STATUS, TRAIN_LOG,
                               read_config, read_json, read_status, write_config, write_json, write_status)
 
 STOP_GRACE_S = 60  # how long a stopped run may take to record itself and exit before it is killed
 
-PROGRESS = re.compile(r"^(Epoch \d+/\d+|.*val_auroc.*|.*test mean AUROC.*|resuming .*|error: .*|running on node .*)$")
+# lines of our own in a run's log that a sweep echoes (epochs come from RUN/progress.json, not from Keras's output)
+OWN_LINES = re.compile(r"^(.*test mean AUROC.*|resuming .*|error: .*|running on node .*)$")
 
 
 def plan_runs(cfg: Config, out: Path | None = None) -> list[tuple[str, Config]]:
@@ -98,7 +100,10 @@ def run_sweep(cfg: Config, out: str | os.PathLike, gpus: str | None = None,
     if not runs:
         raise UserError("the sweep has no runs")
     if launcher is None:
-        check_backend(cfg, gpus)
+        check_launcher(cfg, gpus)
+    from benchmark.cache import check_cache_dir
+
+    check_cache_dir(cfg.cache_dir)  # a file named as the cache is refused before the sweep folder is touched
     if cfg.tune_space is not None:  # Optuna, before anything is touched
         from benchmark.tune import import_optuna
 
@@ -191,6 +196,7 @@ class Scheduler:
         self.running: list[Job] = []
         self.durations: list[float] = []
         self.offsets: dict = {}
+        self.epochs_shown: dict = {}
 
     def _queue(self) -> None:
         for name, run_cfg in self.runs:
@@ -303,8 +309,21 @@ class Scheduler:
         self.offsets[job.name] += end + 1
         for line in chunk[:end].decode(errors="replace").splitlines():
             line = line.strip()
-            if PROGRESS.match(line) and not line.startswith("/"):
+            if OWN_LINES.match(line) and not line.startswith("/"):
                 print(f"    [{job.index} {job.name}] {line}", flush=True)
+        self._echo_epoch(job)
+
+    def _echo_epoch(self, job: Job) -> None:
+        """One line per finished epoch, from the progress file the run writes (benchmark.callbacks.Progress)."""
+        progress = read_json(job.run_dir / PROGRESS) or {}
+        epoch = progress.get("epoch")
+        if not epoch or self.epochs_shown.get(job.name) == epoch:
+            return
+        self.epochs_shown[job.name] = epoch
+        scores = "  ".join(f"{k} {progress[k]:.4f}" for k in ("loss", "val_auroc", "learning_rate") if k in progress)
+        seconds = f"  ({progress['epoch_seconds']:.0f} s)" if "epoch_seconds" in progress else ""
+        print(f"    [{job.index} {job.name}] epoch {epoch}/{progress.get('epochs', '?')}  {scores}{seconds}",
+              flush=True)
 
 
 def finish_sweep(out: Path, runs, cfg: Config) -> int:

@@ -141,7 +141,8 @@ def _compile(model, cfg: Config, lr: float, steps: int, epochs: int, train_targe
 def _callbacks(cfg: Config, run_dir: Path, data, state, last_phase: bool) -> list:
     import keras
 
-    from benchmark.callbacks import Checkpoint, NaNGuard, ValidationScore
+    from benchmark.callbacks import (BatchNormReestimate, Checkpoint, EpochTimer, LearningRateLog, NaNGuard,
+                                     Progress, ValidationScore)
 
     train, val = data.splits["train"], data.splits["val"]
     stoppers = []
@@ -151,9 +152,13 @@ def _callbacks(cfg: Config, run_dir: Path, data, state, last_phase: bool) -> lis
     if cfg.schedule == "plateau":
         stoppers.append(keras.callbacks.ReduceLROnPlateau(monitor="val_auroc", mode="max", factor=cfg.plateau_factor,
                                                           patience=cfg.plateau_patience, min_lr=1e-7, verbose=1))
-    cbs = [ValidationScore(data.images, train.rows, val.rows, val.truth, cfg.batch_size, reestimate_batches(cfg),
-                           cfg.seed, state),
-           NaNGuard(state), keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True)]
+    cbs = [EpochTimer()]
+    if reestimate_batches(cfg):
+        cbs.append(BatchNormReestimate(data.images, train.rows, cfg.batch_size, reestimate_batches(cfg), cfg.seed,
+                                       state))
+    cbs += [ValidationScore(data.images, val.rows, val.truth, cfg.batch_size, state), LearningRateLog(),
+            NaNGuard(state), keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+            Progress(run_dir, cfg.epochs)]
     if cfg.tensorboard:  # before the stoppers: it reads the optimiser's learning rate, which the plateau may lower
         cbs.append(keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD)))
     cbs += [*stoppers, Checkpoint(run_dir, state, stoppers)]

@@ -22,6 +22,10 @@ def test_sweep_finishes_the_others_and_reports_the_failure(sweep):
     assert "too small for mobilenet" in errors["mobilenet-16px"]
     assert "[4/4]" in result.stdout and "FAILED" in result.stdout and "report:" in result.stdout
     assert "on GPU 1" in result.stdout  # the second slot was used
+    # progress lines come from each run's progress.json, not from Keras's printed output
+    assert "[1 mobilenet-32px] epoch 2/2  loss" in result.stdout and "Epoch 1/2" not in result.stdout
+    progress = json.loads((out / "runs" / "mobilenet-32px" / "progress.json").read_text())
+    assert progress["epoch"] == 2 and 0 <= progress["val_auroc"] <= 1
 
 
 def test_a_changed_profile_into_the_same_folder_is_refused_before_anything_is_touched(sweep):
