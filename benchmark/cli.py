@@ -390,6 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the system refused (a full disk, a permission, a file for a folder): one line
+        if exc.errno is None:
+            raise
+        from benchmark.errors import os_error_line
+
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -13,6 +13,7 @@ import yaml
 from benchmark.errors import UserError
 from benchmark.rundir import (CONFIG, ENVIRONMENT, EXTERNAL, GALLERY, GRADCAM, HISTORY, METRICS, REQUESTED, RUNS, STATUS,
                               SWEEP_CONFIG, THRESHOLDS, TIMING, predictions_file, read_json, read_status)
+from benchmark.rundir import read_csv as read_run_csv
 
 
 def is_run_dir(path: Path) -> bool:
@@ -90,12 +91,12 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
            "environment": read_json(run_dir / ENVIRONMENT, {}) or {},
            "synthetic": bool(status.get("synthetic", cfg.get("dataset") == "phantom")), "imported": imported}
     hist = run_dir / HISTORY
-    run["history"] = pd.read_csv(hist) if hist.is_file() and hist.stat().st_size else None
+    run["history"] = read_run_csv(hist) if hist.is_file() and hist.stat().st_size else None
     pred_test = run_dir / predictions_file("test")
     if run["status"] != "done" or not pred_test.is_file():
         return run
     thresholds = read_json(run_dir / THRESHOLDS, {}) or {}
-    labels = thresholds.get("labels") or [c[len("y_prob_"):] for c in pd.read_csv(pred_test, nrows=0).columns
+    labels = thresholds.get("labels") or [c[len("y_prob_"):] for c in read_run_csv(pred_test, nrows=0).columns
                                           if c.startswith("y_prob_")]
     run["labels"] = labels
     run["thresholds"] = thresholds.get("thresholds")
@@ -104,7 +105,7 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
         path = run_dir / predictions_file(split)
         if not path.is_file():
             continue
-        frame = pd.read_csv(path)
+        frame = read_run_csv(path)
         y, p = truth_probs(frame, labels)
         run[f"{split}_frame"] = frame
         run[f"{split}_y"], run[f"{split}_p"] = y, p

@@ -85,6 +85,11 @@ def check_inside(opened: pd.Series, source, written: pd.Series | None = None) ->
     opened under it (after a data set's prefix is removed, ".." collapsed); `written` is how the label file
     wrote them, for the message. Symbolic links inside the data root are the user's own and are followed."""
     written = opened if written is None else written
+    nul = opened.str.contains("\0", regex=False).fillna(False)
+    if nul.any():  # no file name can hold one; Python's os calls would raise ValueError deep in the cache
+        i = int(np.flatnonzero(nul.to_numpy())[0])
+        raise UserError(f"{source}: line {i + 2}: path {written.iloc[i]!r} holds a NUL byte, which no file name "
+                        f"can; correct that row of the label file")
     suspicious = opened.str.startswith(("/", "\\")) | opened.str.contains("..", regex=False) | opened.str.contains(
         ":", regex=False)
     for i in np.flatnonzero(suspicious.to_numpy()):
