@@ -2,10 +2,12 @@
 against enumeration, the pruner on fabricated history.csv files against the hand median, the seeded asks, the
 report's tuning block read from fabricated trial folders without Optuna, and (slow) the issue's scenario: a sweep
 of two backbones tuned with an equal budget, killed with kill -9 after a finished trial, resumed without redoing
-it, reported, and refused when re-run with another space."""
+it (on a loopback Ray cluster, two trials at once, when Ray is installed), reported, and refused when re-run with
+another space."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -222,9 +224,19 @@ def test_tuned_sweep_killed_resumed_reported_and_refused_when_changed(phantom, t
         proc.wait()
     kept = (first / "train.log").read_bytes()
 
-    result = run_cli(*args)
+    # the same command resumes; on a loopback Ray cluster of 2 CPUs when Ray is installed (where runs go is not part
+    # of the fingerprint), so that two trials run at once as Ray tasks
+    ray = importlib.util.find_spec("ray") is not None
+    where = ["--set", "ray_cpus_per_run=1", "--launcher", "ray", "--ray-address", "local"] if ray else []
+    result = run_cli(*args, *where, env=dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (first / "train.log").read_bytes() == kept  # the finished trial was not run again
+    lines = result.stdout.splitlines()
+    started = [i for i, x in enumerate(lines) if "/trial-00" in x and ": training" in x]
+    ended = [i for i, x in enumerate(lines) if "/trial-00" in x and ": done in" in x]
+    assert len(started) == len(ended) == 3  # the rest of the budget: 1 trial of mobilenet (new or resumed), 2 of resnet34
+    if ray:
+        assert "Ray cluster (local)" in result.stdout and started[1] < ended[0]  # two trials at once
     assert "test mean auroc" not in "".join(x for x in result.stdout.splitlines() if "trial-" in x).lower()
     study_trials = {}
     for conf in ("mobilenet", "resnet34"):
@@ -383,24 +395,18 @@ def test_retrain_names_a_configuration_for_its_chosen_runs(tmp_path):
         runs_named(cfg, ["resnet34"], tmp_path / "elsewhere")
 
 
-@pytest.mark.slow
-def test_two_trials_at_once_on_a_loopback_ray_cluster(phantom, tmp_path):
-    """A private Ray cluster of 2 CPUs, one CPU per run: both trials of the configuration run at the same time, as
-    Ray tasks running the run contract, and the study gets both."""
-    pytest.importorskip("ray", reason="Ray is the optional extra .[ray]")
-    out = tmp_path / "ray"
-    result = run_cli("sweep", "--config", CI_PROFILE, "--out", out, "--data-root", phantom, "--set", "epochs=1",
-                     "--set", "backbones=[mobilenet]", "--set", "steps_per_epoch=2", "--set", "gradcam_images=0",
-                     "--set", "tune_trials=2", "--set", "tune_space={dropout: {uniform: [0.0, 0.5]}}",
-                     "--set", "ray_cpus_per_run=1", "--launcher", "ray", "--ray-address", "local",
-                     env=dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"), timeout=480)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = result.stdout.splitlines()
-    started = [i for i, x in enumerate(lines) if "/trial-00" in x and ": training" in x]
-    ended = [i for i, x in enumerate(lines) if "/trial-00" in x and ": done in" in x]
-    assert len(started) == 2 and len(ended) == 2 and max(started) < min(ended)  # both ran at once
-    study = optuna.load_study(study_name="mobilenet", storage=f"sqlite:///{out / 'tuning.db'}")
-    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE"]
-    summary = json.loads((out / "report" / "summary.json").read_text())
-    assert [r["run"] for r in summary["runs"]] == ["mobilenet-best-s1"] and summary["runs"][0]["status"] == "done"
-    assert summary["tuning"]["mobilenet"]["best_val"] == max(t.value for t in study.get_trials())
+
+def test_hyperparameter_importance_from_the_studies(tmp_path):
+    from benchmark.tune import distributions, open_study
+    from reports.tuning import importances
+
+    cfg = tuned(tune_space={**LR_SPACE, "dropout": {"uniform": [0.0, 0.5]}}, tune_trials=6)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'tuning.db'}")
+    for n in range(6):  # the value follows dropout alone
+        study = open_study(optuna, storage, cfg, "mobilenet", n)
+        trial = study.ask(distributions(optuna, cfg.tune_space))
+        study.tell(trial.number, 0.5 + trial.params["dropout"])
+    found = importances(tmp_path, cfg)
+    assert set(found) == {"mobilenet"} and set(found["mobilenet"]) == {"learning_rate", "dropout"}
+    assert sum(found["mobilenet"].values()) == pytest.approx(1.0)
+    assert importances(tmp_path, tuned()) == {}  # one tuned key: nothing to rank
