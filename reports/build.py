@@ -330,7 +330,7 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
                "pooled": any(c.seeds > 1 for c in result.configurations), **_support_context(result, done),
                "protocols": _protocols(done), "gaps": subgroup_gaps(done), "external": external_tables(done),
                "environment": next((r["environment"] for r in runs if r["environment"]), {}), "config": first_cfg}
-    context["tuning"] = tuning_section(path, tuning, synthetic)
+    context["tuning"] = tuning_section(path, tuning, synthetic, result.configurations)
     atomic_write_text(out / "index.html", env.get_template("index.html").render(**context))
     for r in runs:
         atomic_write_text(out / f"{r['name']}.html",

@@ -97,8 +97,34 @@ def shown(value) -> str:
     return "–" if value is None else str(value)
 
 
-def tuning_section(path: Path, summary: dict, synthetic: bool) -> dict | None:
-    """What the page's tuning section shows, or None for a sweep that does not tune."""
+def rank_first(configurations: list, seed: int = 0) -> dict | None:
+    """The probability that each configuration ranks first on test mean AUROC (over the labels every one of them
+    supports), resampling patients (the comparison's shared patient bootstrap, `reports.compare`) and seeds (one of
+    a configuration's runs drawn per resample): {name: share of resamples it won}, or None with fewer than two
+    configurations or no resamples."""
+    import numpy as np
+
+    if len(configurations) < 2 or not configurations[0].resampled:
+        return None
+    n = configurations[0].resampled[0].shape[0]
+    if n == 0 or any(r.shape[0] != n for c in configurations for r in c.resampled):
+        return None  # configurations scored on different test sets or resamples: not one contest
+    supported = np.all([~np.isnan(c.aurocs).any(axis=0) for c in configurations], axis=0)
+    cols = np.flatnonzero(supported)
+    if not len(cols):
+        return None
+    rng = np.random.default_rng(seed)
+    scores = []
+    for c in configurations:
+        per_run = np.stack([r[:, cols].mean(axis=1) for r in c.resampled])  # (seeds, resamples)
+        scores.append(per_run[rng.integers(len(c.runs), size=n), np.arange(n)])
+    winners = np.argmax(np.stack(scores), axis=0)
+    return {c.name: float(np.mean(winners == i)) for i, c in enumerate(configurations)}
+
+
+def tuning_section(path: Path, summary: dict, synthetic: bool, compared: list | None = None) -> dict | None:
+    """What the page's tuning section shows, or None for a sweep that does not tune; `compared` are the
+    comparison's configurations (reports.compare), for the probability that each ranks first."""
     import base64
 
     from benchmark.tune import trials_of
@@ -116,6 +142,8 @@ def tuning_section(path: Path, summary: dict, synthetic: bool) -> dict | None:
         chosen = ", ".join(f"{k} = {shown(v)}" for k, v in (s["best_params"] or {}).items())
         configurations.append({"name": name, **s, "rows": trials, "curve": curves[name], "chosen": chosen})
     png = budget_figure(curves, synthetic)
+    first = rank_first(compared or [])
     return {"tuned_keys": list(cfg.tune_space), "space": cfg.tune_space, "configurations": configurations,
+            "rank_first": first, "resamples": compared[0].resampled[0].shape[0] if first else 0,
             "budget": next(iter(summary.values()))["budget"], "importances": importances(path, cfg),
             "figure": "data:image/png;base64," + base64.b64encode(png).decode() if png else None}

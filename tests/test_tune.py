@@ -410,3 +410,25 @@ def test_hyperparameter_importance_from_the_studies(tmp_path):
     assert set(found) == {"mobilenet"} and set(found["mobilenet"]) == {"learning_rate", "dropout"}
     assert sum(found["mobilenet"].values()) == pytest.approx(1.0)
     assert importances(tmp_path, tuned()) == {}  # one tuned key: nothing to rank
+
+
+def test_probability_of_ranking_first_resamples_patients_and_seeds():
+    import numpy as np
+
+    from reports.compare import Configuration
+    from reports.tuning import rank_first
+
+    def conf(name, *runs):  # each run: its resampled AUROCs (B x 2 labels); label 1 unsupported in b
+        resampled = [np.column_stack([np.asarray(r, float), np.full(len(r), 0.5)]) for r in runs]
+        aurocs = np.array([[np.mean(r), 0.5] for r in runs])
+        return Configuration(name, [{"name": f"{name}-{i}"} for i in range(len(runs))], aurocs, resampled)
+
+    a = conf("a", [0.70, 0.80, 0.60, 0.90])
+    b = conf("b", [0.75, 0.70, 0.65, 0.80])
+    b.aurocs[0, 1] = np.nan  # label 1 is left out for every configuration: the macro is label 0 alone
+    assert rank_first([a, b]) == {"a": 0.5, "b": 0.5}  # a wins resamples 2 and 4, by hand
+    n = 4000
+    always, never = [0.9] * n, [0.1] * n  # a's two seeds: one beats c at every resample, one never does
+    shares = rank_first([conf("a", always, never), conf("c", [0.5] * n)])
+    assert shares["a"] == pytest.approx(0.5, abs=0.03) and shares["a"] + shares["c"] == pytest.approx(1.0)
+    assert rank_first([a]) is None
