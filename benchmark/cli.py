@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     mc.add_argument("--run", required=True, help="a finished run directory")
     mc.add_argument("--public", action="store_true", help="print its public form (no paths) instead of writing")
 
+    ex = sub.add_parser("export", help="the run's model as a SavedModel, ONNX or LiteRT file, checked against Keras")
+    ex.add_argument("--run", required=True, help="a trained run directory")
+    ex.add_argument("--format", required=True, choices=("savedmodel", "onnx", "litert"))
+    ex.add_argument("--out", help="where to write it (default: RUN/export/model.savedmodel, .onnx or .tflite)")
+
     perf = sub.add_parser("perf", help="throughput benchmarks")
     psub = perf.add_subparsers(dest="perf_command", metavar="WHAT")
     psub.required = True
@@ -175,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--steps", type=int, default=20)
     pt.add_argument("--data-root", help="a phantom or CheXpert-layout folder (default: a temporary phantom)")
     pt.add_argument("--json", action="store_true")
+    pe = psub.add_parser("export", help="latency and size of a run's exports beside the Keras model's")
+    pe.add_argument("--run", required=True, help="a run with exports (python -m benchmark export)")
+    pe.add_argument("--repeats", type=int, default=20, help="timed calls per engine (the median is reported)")
+    pe.add_argument("--json", action="store_true")
     pr = psub.add_parser("report", help="time and peak memory of `report` on a fabricated NIH-like sweep")
     pr.add_argument("--runs", type=int, default=5)
     pr.add_argument("--images", type=int, default=25596, help="test images (NIH's official test list: 25,596)")
@@ -341,9 +350,28 @@ def cmd_model_card(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from benchmark.export import check_packages, export_run
+
+    check_packages(args.format)  # before TensorFlow is loaded
+    from benchmark.engines import activate_for_run
+
+    activate_for_run(args.run)
+    export_run(args.run, args.format, args.out)
+    return 0
+
+
 def cmd_perf(args) -> int:
     from benchmark import perf
 
+    if args.perf_command == "export":
+        from benchmark.engines import activate_for_run
+        from benchmark.perf.export import format_perf, perf_export
+
+        activate_for_run(args.run)
+        result = perf_export(args.run, args.repeats)
+        print(json.dumps(result) if args.json else format_perf(result))
+        return 0
     if args.perf_command == "pipeline":
         from benchmark.perf.pipeline import perf_pipeline
 
@@ -373,7 +401,7 @@ COMMANDS = {"data": cmd_data, "models": cmd_models, "config-keys": cmd_config_ke
             "train": cmd_train, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "report": cmd_report, "sweep": cmd_sweep, "retrain": cmd_retrain,
             "perf": cmd_perf, "import-predictions": cmd_import_predictions,
-            "model-card": cmd_model_card}
+            "model-card": cmd_model_card, "export": cmd_export}
 
 
 def _terminate(signum, frame):

@@ -90,7 +90,7 @@ def _label_columns(frame: pd.DataFrame, path: Path, labels: list[str]) -> dict:
 def _probabilities(frame: pd.DataFrame, path: Path, columns: dict) -> np.ndarray:
     """The (n, L) probabilities; a value that is not a number in [0, 1] is a UserError naming its row."""
     out = np.empty((len(frame), len(columns)))
-    for j, (label, col) in enumerate(columns.items()):
+    for j, col in enumerate(columns.values()):
         values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
         bad = np.flatnonzero(~((values >= 0) & (values <= 1)))  # NaN fails both
         if len(bad):
@@ -171,8 +171,17 @@ def import_predictions(sweep, name: str, test_file, val_file=None) -> dict:
     validation predictions); returns its test summary."""
     from benchmark.model_card import MODEL_CARD, write_model_card
     from benchmark.ownership import FolderLock
-    from benchmark.rundir import (METRICS, RUNS, STATUS, THRESHOLDS, predictions_file, read_json, write_csv,
-                                  write_json, write_status)
+    from benchmark.rundir import (
+        METRICS,
+        RUNS,
+        STATUS,
+        THRESHOLDS,
+        predictions_file,
+        read_json,
+        write_csv,
+        write_json,
+        write_status,
+    )
     from reports.metrics import choose_thresholds, score_split
     from reports.scoring import score_units
 

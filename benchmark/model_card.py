@@ -74,14 +74,27 @@ def _external(run: Path) -> dict:
     return out
 
 
+def _exports(run: Path) -> dict | None:
+    """The run's exports (benchmark.export) with their latency and size where `perf export` measured them."""
+    from benchmark.rundir import read_json
+
+    exports = read_json(run / "export" / "exports.json") or {}
+    timed = (read_json(run / "export" / "perf.json") or {}).get("engines", {})
+    if not exports:
+        return None
+    return {fmt: {"file": Path(r["file"]).name, "bytes": r.get("bytes"), "max_abs_diff": r.get("max_abs_diff"),
+                  "checked_images": r.get("checked_images"), "versions": r.get("versions"),
+                  "latency_ms": {k: v for k, v in timed.get(fmt, {}).items() if k.startswith("ms_")} or None}
+            for fmt, r in exports.items()}
+
+
 def model_card(run, finishing: bool = False) -> dict:
     """The model card of a finished run (trained or imported), from its files; `finishing`: the run is writing its
     last files and its status is not yet done."""
     import yaml
 
     from benchmark.imported import IMPORTED
-    from benchmark.rundir import (CONFIG, ENVIRONMENT, FINGERPRINT, METRICS, THRESHOLDS, TIMING, read_json,
-                                  read_status)
+    from benchmark.rundir import CONFIG, ENVIRONMENT, FINGERPRINT, METRICS, THRESHOLDS, TIMING, read_json, read_status
 
     run = Path(run)
     metrics = read_json(run / METRICS)
@@ -125,8 +138,9 @@ def model_card(run, finishing: bool = False) -> dict:
         "subgroups": _subgroups(test),
         "external_results": _external(run),
         "operating_points": thresholds,
-        "speed": {k: timing.get(k) for k in ("inference_ms_per_image", "inference_batch_size", "image_size")
-                  if k in timing} or None,
+        "speed": {**{k: timing.get(k) for k in ("inference_ms_per_image", "inference_batch_size", "image_size")
+                     if k in timing},
+                  "exports": _exports(run)} if timing or _exports(run) else None,
         "environment": read_json(run / ENVIRONMENT),
         "intended_use": INTENDED_USE,
         "fingerprint": read_json(run / FINGERPRINT) or (

@@ -76,9 +76,8 @@ def truth_probs(frame: pd.DataFrame, labels) -> tuple[np.ndarray, np.ndarray]:
 
 def load_run(run_dir: Path, n_boot: int) -> dict:
     """Everything the report shows about one run, read from its files."""
-    from reports.metrics import score_split
-
     from benchmark.imported import IMPORTED
+    from reports.metrics import score_split
 
     cfg_file = run_dir / CONFIG if (run_dir / CONFIG).is_file() else run_dir / REQUESTED
     cfg = (yaml.safe_load(cfg_file.read_text()) or {}) if cfg_file.is_file() else {}

@@ -114,7 +114,8 @@ def test_model_card_command_writes_the_card_of_an_existing_run(fabricated_run, t
     assert main(["model-card", "--run", str(fabricated_run), "--public"]) == 0
     public = json.loads(capsys.readouterr().out)
     _assert_no_path(public, tmp_path)
-    assert public["training"]["weights"] == "<a weights file>" and public["external_results"] == card["external_results"]
+    assert public["training"]["weights"] == "<a weights file>"
+    assert public["external_results"] == card["external_results"]
 
 
 def test_model_card_refuses_what_is_not_a_finished_run(tmp_path, capsys):
