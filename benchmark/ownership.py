@@ -80,6 +80,8 @@ def legacy_kind(folder: Path) -> str | None:
         return "run"
     if (folder / SWEEP_CONFIG).is_file() and (folder / RUNS).is_dir():
         return "sweep"
+    if all((folder / name).is_file() for name in ("SYNTHETIC_PHANTOM.txt", "train.csv", "valid.csv")):
+        return "phantom"
     if ((folder / "index.html").is_file() and isinstance(json_key(folder / "summary.json", "runs"), list)
             and folder.name in ("report", "report-public") and kind_of(folder.parent) in ("run", "sweep")):
         return "report"
@@ -174,13 +176,13 @@ class FolderLock:
     """An exclusive lock on a folder for as long as this object holds it (a context manager). `acquire()` raises a
     UserError naming the holder if another process has it."""
 
-    def __init__(self, folder: Path, what: str):
-        self.folder, self.what = Path(folder), what
+    def __init__(self, folder: Path, what: str, name: str = LOCK):
+        self.folder, self.what, self.name = Path(folder), what, name
         self.fd = None
 
     @property
     def path(self) -> Path:
-        return self.folder / LOCK
+        return self.folder / self.name
 
     def acquire(self) -> "FolderLock":
         if fcntl is None or self.fd is not None:

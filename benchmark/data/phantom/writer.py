@@ -21,9 +21,11 @@ from benchmark.data.phantom.render import expose, render_frontal, render_lateral
 from benchmark.data.table import PHANTOM_MARKER
 from benchmark.decoders import usable_cores
 from benchmark.errors import UserError
+from benchmark.ownership import FolderLock, write_marker
 
 FOLDER = "CheXpert-v1.0-small"
 PARTIAL_MARKER = ".cxr-bench-phantom-partial"  # in the folder a phantom is written in before it is complete
+LOCK = ".cxr-bench-phantom.lock"  # beside the phantom: one make-phantom at a time writes into a folder
 
 
 def _is_partial(folder: Path) -> bool:
@@ -39,6 +41,8 @@ def check_target(out: Path) -> None:
         return
     foreign = []
     for entry in sorted(out.iterdir()):
+        if entry.name == LOCK and entry.is_file() and not entry.is_symlink():
+            continue
         if entry.name == FOLDER and entry.is_dir() and (entry / PHANTOM_MARKER).is_file():
             continue
         if entry.name == FOLDER + ".partial" and entry.is_dir() and _is_partial(entry):
@@ -91,8 +95,6 @@ def _render_chunk(args) -> list[tuple[str, bytes]]:
 def make_phantom(out: str | os.PathLike, n: int = 2000, size: int = 128, seed: int = 0, valid_share: float = 0.1,
                  workers: int | None = None) -> dict:
     """Write the phantom into OUT/CheXpert-v1.0-small. The valid set's labels are the panel's (no uncertainty)."""
-    import pandas as pd
-
     if n < 20:
         raise UserError(f"make-phantom --n {n}: use at least 20 images")
     if size < 32:
@@ -101,6 +103,16 @@ def make_phantom(out: str | os.PathLike, n: int = 2000, size: int = 128, seed: i
     stats = load_label_stats()
     out = Path(out)
     check_target(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "make-phantom", LOCK):  # a second writer into the same folder is refused, naming this one
+        check_target(out)  # as it is now that no other writer can change it
+        return _write_phantom(out, n, size, seed, valid_share, workers, stats, start)
+
+
+def _write_phantom(out: Path, n: int, size: int, seed: int, valid_share: float, workers: int | None, stats: dict,
+                   start: float) -> dict:
+    import pandas as pd
+
     root = out / FOLDER
     tmp = out / (FOLDER + ".partial")
     if tmp.is_dir():  # ours (check_target): an interrupted earlier write
@@ -145,6 +157,7 @@ def make_phantom(out: str | os.PathLike, n: int = 2000, size: int = 128, seed: i
     (tmp / PHANTOM_MARKER).write_text(
         "SYNTHETIC DATA. This folder is the cxr-bench phantom: procedurally rendered images that imitate chest "
         f"radiographs, with labels sampled at CheXpert's rates. Not real patients. n={n} size={size} seed={seed}\n")
+    write_marker(tmp, "phantom")
     (tmp / PARTIAL_MARKER).unlink()
     if root.is_dir():  # a phantom made earlier (check_target): replaced
         shutil.rmtree(root)
