@@ -132,6 +132,8 @@ class RayLauncher(Launcher):
         self.task = ray.remote(run_contract).options(num_cpus=self.cpus, num_gpus=self.gpus,
                                                      max_retries=MAX_RETRIES, retry_exceptions=False)
 
+    queues = True  # a task may wait for resources: the sweep's run_timeout counts from its NODE_LINE
+
     @property
     def capacity(self) -> int:
         """How many runs the cluster holds at once now (a lost node lowers it; Ray queues the rest)."""

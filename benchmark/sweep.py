@@ -232,9 +232,9 @@ class Scheduler:
             self._stop_all()
 
     def _enforce_timeout(self, job: Job) -> None:
-        if not self.run_timeout:
+        if not self.run_timeout or getattr(job, "began", None) is None:
             return
-        elapsed = time.perf_counter() - job.started
+        elapsed = time.perf_counter() - job.began
         if elapsed > self.run_timeout and not getattr(job, "timed_out", None):
             job.timed_out = time.perf_counter()
             print(f"[{job.index}/{self.total}] {job.name}: no end after run_timeout={self.run_timeout:g} s; "
@@ -269,6 +269,9 @@ class Scheduler:
         log = job.run_dir / TRAIN_LOG
         self.offsets[job.name] = log.stat().st_size if log.is_file() else 0
         job.started = time.perf_counter()
+        # the timer counts from the run's start: at once for a local process; on a launcher that queues runs
+        # (Ray), from the "running on node" line its task writes to the log when it begins
+        job.began = None if getattr(self.launcher, "queues", False) else job.started
         self.launcher.start(job)
         print(f"[{job.index}/{self.total}] {job.name}: training{job.where} (log: {log})", flush=True)
         self.running.append(job)
@@ -277,13 +280,15 @@ class Scheduler:
         seconds = time.perf_counter() - job.started
         self.durations.append(seconds)
         status = read_status(job.run_dir)
-        if getattr(job, "timed_out", None):
+        # the child's status.json is authoritative: a run that recorded itself done is done, even if it ended in
+        # the timer's last window or hung at exit and was stopped
+        if getattr(job, "timed_out", None) and status.get("status") != "done":
             error = (f"stopped after run_timeout={self.run_timeout:g} s without finishing (hung, or too slow: raise "
                      f"run_timeout); the same command retries it")
             write_status(job.run_dir, "failed", error=error, exit_code=code)
             print(f"[{job.index}/{self.total}] {job.name}: FAILED after {fmt_time(seconds)}: {error}", flush=True)
             return
-        if code != 0 or status.get("status") != "done":
+        if status.get("status") != "done":
             error = status.get("error") or last_error(job.run_dir / TRAIN_LOG) or f"exit code {code}"
             write_status(job.run_dir, "failed", error=error, exit_code=code)
             print(f"[{job.index}/{self.total}] {job.name}: FAILED after {fmt_time(seconds)}: {error}", flush=True)
@@ -309,6 +314,8 @@ class Scheduler:
         self.offsets[job.name] += end + 1
         for line in chunk[:end].decode(errors="replace").splitlines():
             line = line.strip()
+            if getattr(job, "began", 0) is None and line.startswith("running on node"):
+                job.began = time.perf_counter()
             if OWN_LINES.match(line) and not line.startswith("/"):
                 print(f"    [{job.index} {job.name}] {line}", flush=True)
         self._echo_epoch(job)
