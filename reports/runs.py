@@ -114,6 +114,8 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
     run["external"] = load_external(run_dir)
     run["gallery"] = safe_gallery(run_dir, read_json(run_dir / GALLERY) or [])
     run["model_card"] = _model_card(run_dir) if saved.get("test") else None
+    timed = (read_json(run_dir / "export" / "perf.json") or {}).get("engines") or {}  # `perf export`'s figures
+    run["export_speed"] = {engine: row.get("ms_batch1") for engine, row in timed.items()}
     return run
 
 

@@ -110,6 +110,24 @@ def test_model_card_command_writes_the_card_of_an_existing_run(fabricated_run, t
     assert ext["source"]["label_file"] == "valid.csv" and ext["summary"]["auroc_macro"] is not None
     assert card["data"]["data_root"] == f"{tmp_path}/nih"
     assert card["training"]["weights"] == f"{tmp_path}/weights.h5"
+    # with perf export's figures: in the card's speed section and in the report's speed table
+    export = fabricated_run / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"onnx")
+    (export / "exports.json").write_text(json.dumps({"onnx": {"file": str(export / "model.onnx"), "bytes": 4,
+                                                              "max_abs_diff": 2e-5, "checked_images": 33}}))
+    (export / "perf.json").write_text(json.dumps({"engines": {"keras": {"ms_batch1": 3.82, "ms_batch32": 0.63},
+                                                              "onnx": {"ms_batch1": 0.67, "ms_batch32": 0.91}}}))
+    assert main(["model-card", "--run", str(fabricated_run)]) == 0
+    card = json.loads((fabricated_run / "model_card.json").read_text())
+    assert card["speed"]["exports"]["onnx"] == {"file": "model.onnx", "bytes": 4, "max_abs_diff": 2e-5,
+                                                "checked_images": 33, "versions": None,
+                                                "latency_ms": {"ms_batch1": 0.67, "ms_batch32": 0.91}}
+    from reports.build import build_report
+
+    build_report(fabricated_run.parent.parent, bootstrap=20)
+    speed = (fabricated_run.parent.parent / "report" / "index.html").read_text().split('id="speed"')[1]
+    assert "keras 3.82 · onnx 0.67" in speed
     capsys.readouterr()
     assert main(["model-card", "--run", str(fabricated_run), "--public"]) == 0
     public = json.loads(capsys.readouterr().out)
