@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,11 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.rundir import GRADCAM, atomic_write_text, write_json
+from benchmark.rundir import GRADCAM, atomic_write_text, json_text
 from reports import figures as figs
 from reports.compare import compare, comparison_matrix, configuration_key
 from reports.metrics import SUMMARY_METRICS
+from reports.public import known_roots, make_public, strip_roots
 from reports.references import references_for
 from reports.runs import find_runs, load_run
 from reports.tuning import tuning_section, tuning_summary
@@ -222,41 +222,6 @@ def build_figures(page: str, runs: list[dict], labels, synthetic: bool) -> list[
     return out
 
 
-PATH_KEYS = ("data_root", "train_csv", "valid_csv", "test_csv", "cache_dir")
-ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:/[^\s'\"(),;]+)+")
-
-
-def scrub(text):
-    """Absolute paths in a message replaced by <path> (for the public report)."""
-    return ABSOLUTE_PATH.sub("<path>", text) if isinstance(text, str) else text
-
-
-def redact_config(cfg: dict) -> dict:
-    """A configuration without its paths: the data's folders and files, weights files, external data sets."""
-    out = {}
-    for key, value in (cfg or {}).items():
-        if key in PATH_KEYS and value:
-            out[key] = "<redacted>"
-        elif key == "weights" and isinstance(value, str) and ("/" in value or "\\" in value):
-            out[key] = "<a weights file>"
-        elif key == "weights" and isinstance(value, dict):
-            out[key] = {k: ("<a weights file>" if isinstance(v, str) and "/" in v else v) for k, v in value.items()}
-        elif key == "external" and isinstance(value, list):
-            out[key] = [redact_config(v) if isinstance(v, dict) else v for v in value]
-        else:
-            out[key] = value
-    return out
-
-
-def make_public(runs: list[dict]) -> None:
-    """What a published report must not hold: absolute paths, image paths and patient ids, radiographs."""
-    for r in runs:
-        r["config"] = redact_config(r["config"])
-        r["error"] = scrub(r.get("error"))
-        r["gallery"] = []
-        r["environment"] = {k: v for k, v in (r.get("environment") or {}).items() if k != "platform"}
-
-
 def report_folder(path: Path, public: bool) -> Path:
     """The report's folder (report/, or report-public/), which must be missing, empty or a report of ours."""
     from benchmark.ownership import claim
@@ -282,8 +247,12 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
     run_dirs = find_runs(path, plan)
     out = report_folder(path, public)
     runs = [load_run(d, bootstrap or 1000) for d in run_dirs]
+    roots = known_roots(path, runs) if public else []
     if public:
         make_public(runs)
+
+    def emit(name: str, text: str) -> None:  # a public page gets a last pass for the folders it must not name
+        atomic_write_text(out / name, strip_roots(text, roots) if public else text)
     n_boot = bootstrap if bootstrap is not None else recorded_bootstrap(runs)
     result = compare(runs, n_boot, min_positives if min_positives is not None else _min_positives(runs))
     comparisons = result.rows
@@ -296,16 +265,16 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
     for r in runs:
         label_cols += [f"test_auroc_{lab}" for lab in r.get("labels", []) if f"test_auroc_{lab}" not in label_cols]
     summary = pd.DataFrame(rows).reindex(columns=columns + label_cols)
-    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    emit("summary.csv", summary.to_csv(index=False))
     tuning = tuning_summary(path)  # a tuned sweep's trials, read from their folders (reports.tuning)
-    write_json(out / "summary.json", {
+    emit("summary.json", json_text({
         "runs": summary.replace({np.nan: None}).to_dict(orient="records"), "reference": reference,
         "reference_chosen_on": "validation mean AUROC",
         "comparisons": [{k: c[k] for k in COMPARISON_KEYS if k in c} for c in comparisons],
         "configurations": {c.name: [r["name"] for r in c.runs] for c in result.configurations},
         "min_positives": result.min_positives, "label_support": result.support,
         **({"tuning": tuning} if tuning else {}),
-        "protocols": {r["name"]: r.get("protocol") for r in runs if r.get("protocol")}})
+        "protocols": {r["name"]: r.get("protocol") for r in runs if r.get("protocol")}}))
 
     done = [r for r in runs if r.get("test_metrics")]
     synthetic = any(r["synthetic"] for r in runs)
@@ -331,10 +300,9 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
                "protocols": _protocols(done), "gaps": subgroup_gaps(done), "external": external_tables(done),
                "environment": next((r["environment"] for r in runs if r["environment"]), {}), "config": first_cfg}
     context["tuning"] = tuning_section(path, tuning, synthetic, result.configurations)
-    atomic_write_text(out / "index.html", env.get_template("index.html").render(**context))
+    emit("index.html", env.get_template("index.html").render(**context))
     for r in runs:
-        atomic_write_text(out / f"{r['name']}.html",
-                          env.get_template("run.html").render(**_run_context(r, synthetic), public=public))
+        emit(f"{r['name']}.html", env.get_template("run.html").render(**_run_context(r, synthetic), public=public))
     if mlflow and not public:
         from reports.tracking import log_runs
 
