@@ -54,9 +54,14 @@ def key(default, doc: str, **spec):
     return field(default=default, metadata={"key": spec, "doc": doc})
 
 
-def _tune_space(v):
-    from benchmark.tune import space_problem  # checked against the other keys' declarations, in the tuning module
+TUNE_KEYS = ("tune_trials", "tune_budget_hours", "tune_space", "tune_sampler", "tune_pruner", "tune_seeds")
+KINDS = ("log_uniform", "uniform", "int", "choice")
+# Keys that name a configuration (what is compared) or need their own image cache: never tuned.
+NOT_TUNABLE = {"backbone": "it is what the configurations compare", "image_size": "each size needs its own cache; "
+               "use the image_sizes axis", "seed": "use tune_seeds", "keras_backend": "it is what is compared"}
 
+
+def _tune_space(v):
     return space_problem(v)
 
 
@@ -586,3 +591,63 @@ def run_name(cfg: Config, varying: set[str]) -> str:
         parts.append(cfg.keras_backend or "tensorflow")
     return "-".join(parts)
 
+
+def space_problem(space) -> str | None:
+    """What is wrong with a `tune_space` value (the config check's answer), or None."""
+    shape = ("a mapping of result-changing keys to {log_uniform: [lo, hi]}, {uniform: [lo, hi]}, {int: [lo, hi]} "
+             "or {choice: [...]}")
+    if not isinstance(space, dict) or not space:
+        return shape
+    for name, spec in space.items():
+        if name not in KEYS:
+            return f"{shape} (unknown key {name!r})"
+        if name in NON_RESULT_KEYS or name in SWEEP_KEYS or name in TUNE_KEYS:
+            return f"{shape} ({name} does not change a run's results, or is a sweep axis or tuning key)"
+        if name in NOT_TUNABLE:
+            return f"{shape} ({name} is not tuned: {NOT_TUNABLE[name]})"
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
+            return f"{shape} ({name}: one of {', '.join(KINDS)})"
+        kind, values = next(iter(spec.items()))
+        problem = _range_problem(name, kind, values)
+        if problem:
+            return f"{shape} ({name}: {problem})"
+    return None
+
+
+def _range_problem(name: str, kind: str, values) -> str | None:
+    if not isinstance(values, (list, tuple)) or not values:
+        return f"{kind} takes a list"
+    if kind == "choice":
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
+            return "choices must be plain values (numbers, strings, true/false, null)"
+        ends = list(values)
+    else:
+        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return f"{kind} takes [lo, hi], two numbers"
+        lo, hi = values
+        if not lo < hi or (kind == "log_uniform" and lo <= 0):
+            return f"{kind} needs lo < hi" + (" and lo > 0" if kind == "log_uniform" else "")
+        if kind == "int" and not all(isinstance(v, int) for v in values):
+            return "int takes two integers"
+        hint = str(_field_types()[name])
+        if kind != "int" and "float" not in hint and "Any" not in hint:
+            return f"{name} is not a number: use int or choice"
+        ends = [lo, hi]
+    check = CHECKS.get(name)
+    for v in ends:
+        expected = check(v) if check and v is not None else None
+        if expected:
+            return f"{v!r} is out of range ({name} must be {expected})"
+    return None
+
+
+def plan_grid(cfg: Config) -> list[tuple[str, Config]]:
+    """(run name, config) for every point of the grid; names use only the keys that vary."""
+    runs = grid(cfg)
+    varying = {single for multi, single in SWEEP_KEYS.items()
+               if len({repr(getattr(r, single)) for r in runs}) > 1}
+    named = [(run_name(r, varying), r) for r in runs]
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        named = [(f"{n}-{i}", r) for i, (n, r) in enumerate(named)]
+    return named

@@ -156,7 +156,7 @@ def _run_folder(sweep: Path, name: str) -> Path:
     if not name or name.startswith(".") or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError(f"--name {name!r}: use letters, digits, '.', '-' and '_'")
     if (sweep / SWEEP_CONFIG).is_file():
-        from benchmark.sweep import plan_runs
+        from benchmark.plan import plan_runs
 
         if name in {n for n, _ in plan_runs(read_config(sweep, SWEEP_CONFIG))}:
             raise UserError(f"--name {name}: the sweep has a run of that name; choose another name")

@@ -29,7 +29,8 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
             gpus: str | None = None, launcher: Launcher | None = None, where: dict | None = None) -> int:
     """Retrain the named runs of a sweep folder; returns the sweep's exit code (0, 1 if a run failed, 130 if
     stopped). `where` changes where they run (backend, ray_address), not what they train."""
-    from benchmark.sweep import Scheduler, finish_sweep, plan_runs, prepare_caches
+    from benchmark.plan import plan_runs
+    from benchmark.sweep import Scheduler, finish_sweep, prepare_caches
 
     out = Path(sweep)
     hint = "retrain runs of a sweep made by `python -m benchmark sweep`"
@@ -48,7 +49,7 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
                         f"with a new sweep (--out) instead")
     plan = dict(plan_runs(cfg, out))  # a tuning sweep's: each configuration's chosen setting, read from its trials
     if cfg.tune_space is not None:
-        from benchmark.tune import runs_named
+        from benchmark.plan import runs_named
 
         names = runs_named(cfg, names, out)
     unknown = [n for n in names if n not in plan]

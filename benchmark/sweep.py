@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.config import SWEEP_KEYS, Config, grid, run_name
+from benchmark.config import SWEEP_KEYS, Config
+from benchmark.plan import plan_runs
 from benchmark.errors import UserError
 from benchmark.fingerprint import config_part, differences
 from benchmark.launchers import check_launcher, make_launcher
@@ -34,23 +35,6 @@ STOP_GRACE_S = 60  # how long a stopped run may take to record itself and exit b
 
 # lines of our own in a run's log that a sweep echoes (epochs come from RUN/progress.json, not from Keras's output)
 OWN_LINES = re.compile(r"^(.*test mean AUROC.*|resuming .*|error: .*|running on node .*)$")
-
-
-def plan_runs(cfg: Config, out: Path | None = None) -> list[tuple[str, Config]]:
-    """(run name, config) for every point of the grid; names use only the keys that vary. A tuning sweep's runs
-    are each configuration's chosen setting per seed, read from its trials under `out` (benchmark.tune)."""
-    if cfg.tune_space is not None:
-        from benchmark.tune import final_plan
-
-        return final_plan(cfg, out)
-    runs = grid(cfg)
-    varying = {single for multi, single in SWEEP_KEYS.items()
-               if len({repr(getattr(r, single)) for r in runs}) > 1}
-    named = [(run_name(r, varying), r) for r in runs]
-    names = [n for n, _ in named]
-    if len(set(names)) != len(names):
-        named = [(f"{n}-{i}", r) for i, (n, r) in enumerate(named)]
-    return named
 
 
 def fmt_time(seconds: float) -> str:

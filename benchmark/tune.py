@@ -19,222 +19,17 @@ recipe that happened to suit one of them (Dodge et al., "Show Your Work", EMNLP 
 
 from __future__ import annotations
 
-import math
 import re
 import time
 import zlib
 from pathlib import Path
 
 from benchmark.errors import UserError
+from benchmark.plan import (DB, PRUNED, chosen_trial, configurations, final_plan, is_finite, trial_name, trials_of,
+                            untuned, val_history)
 
-DB = "tuning.db"  # in the sweep folder
 INSTALL_HINT = 'pip install -e ".[tune]" (or: pip install "optuna>=5.0,<5.1")'
-TUNE_KEYS = ("tune_trials", "tune_budget_hours", "tune_space", "tune_sampler", "tune_pruner", "tune_seeds")
-KINDS = ("log_uniform", "uniform", "int", "choice")
-# Keys that name a configuration (what is compared) or need their own image cache: never tuned.
-NOT_TUNABLE = {"backbone": "it is what the configurations compare", "image_size": "each size needs its own cache; "
-               "use the image_sizes axis", "seed": "use tune_seeds", "keras_backend": "it is what is compared"}
-PRUNED = "pruned"  # a trial's status.json when the pruner stopped it
 MEDIAN_STARTUP, MEDIAN_WARMUP = 3, 1  # the median pruner waits for 3 finished trials and prunes from epoch 1 on
-
-
-# --- the tuning keys ---------------------------------------------------------------------------------------
-
-def space_problem(space) -> str | None:
-    """What is wrong with a `tune_space` value (the config check's answer), or None."""
-    from benchmark.config import KEYS, NON_RESULT_KEYS, SWEEP_KEYS
-
-    shape = ("a mapping of result-changing keys to {log_uniform: [lo, hi]}, {uniform: [lo, hi]}, {int: [lo, hi]} "
-             "or {choice: [...]}")
-    if not isinstance(space, dict) or not space:
-        return shape
-    for name, spec in space.items():
-        if name not in KEYS:
-            return f"{shape} (unknown key {name!r})"
-        if name in NON_RESULT_KEYS or name in SWEEP_KEYS or name in TUNE_KEYS:
-            return f"{shape} ({name} does not change a run's results, or is a sweep axis or tuning key)"
-        if name in NOT_TUNABLE:
-            return f"{shape} ({name} is not tuned: {NOT_TUNABLE[name]})"
-        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
-            return f"{shape} ({name}: one of {', '.join(KINDS)})"
-        kind, values = next(iter(spec.items()))
-        problem = _range_problem(name, kind, values)
-        if problem:
-            return f"{shape} ({name}: {problem})"
-    return None
-
-
-def _range_problem(name: str, kind: str, values) -> str | None:
-    from benchmark.config import CHECKS, _field_types
-
-    if not isinstance(values, (list, tuple)) or not values:
-        return f"{kind} takes a list"
-    if kind == "choice":
-        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
-            return "choices must be plain values (numbers, strings, true/false, null)"
-        ends = list(values)
-    else:
-        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            return f"{kind} takes [lo, hi], two numbers"
-        lo, hi = values
-        if not lo < hi or (kind == "log_uniform" and lo <= 0):
-            return f"{kind} needs lo < hi" + (" and lo > 0" if kind == "log_uniform" else "")
-        if kind == "int" and not all(isinstance(v, int) for v in values):
-            return "int takes two integers"
-        hint = str(_field_types()[name])
-        if kind != "int" and "float" not in hint and "Any" not in hint:
-            return f"{name} is not a number: use int or choice"
-        ends = [lo, hi]
-    check = CHECKS.get(name)
-    for v in ends:
-        expected = check(v) if check and v is not None else None
-        if expected:
-            return f"{v!r} is out of range ({name} must be {expected})"
-    return None
-
-
-def is_tuned(cfg) -> bool:
-    return getattr(cfg, "tune_space", None) is not None
-
-
-def check_tuning(cfg) -> None:
-    """Refuse (UserError) a tuning block that cannot run: a space without a budget, a budget without a space, a
-    tuned key that is also swept, or a seeds axis (the chosen setting's seeds are tune_seeds)."""
-    from benchmark.config import SWEEP_KEYS
-
-    if not is_tuned(cfg):
-        if cfg.tune_trials is not None or cfg.tune_budget_hours is not None:
-            raise UserError("tune_trials / tune_budget_hours need tune_space: the keys to tune and their ranges, "
-                            "e.g. --set 'tune_space={learning_rate: {log_uniform: [1.0e-4, 1.0e-2]}}'")
-        return
-    if cfg.tune_trials is None and cfg.tune_budget_hours is None:
-        raise UserError("tune_space needs a budget per configuration: --set tune_trials=N or "
-                        "--set tune_budget_hours=H")
-    if cfg.seeds:
-        raise UserError("a tuning sweep takes no seeds axis: the chosen setting of each configuration is trained "
-                        "with tune_seeds seeds (--set tune_seeds=3); remove seeds")
-    for multi, single in SWEEP_KEYS.items():
-        if single in cfg.tune_space and getattr(cfg, multi):
-            raise UserError(f"{single} is both tuned (tune_space) and swept ({multi}); keep one of them")
-
-
-def untuned(cfg):
-    """The configuration without its tuning block (what a run records: a run trains one setting)."""
-    from benchmark.config import KEYS
-
-    return cfg.replace(**{k: KEYS[k].default for k in TUNE_KEYS})
-
-
-def configurations(cfg) -> list:
-    """(name, Config) of every configuration: the sweep's grid without the tuning block, named as a sweep names
-    its runs."""
-    from benchmark.sweep import plan_runs
-
-    return plan_runs(untuned(cfg))
-
-
-def trial_name(configuration: str, number: int) -> str:
-    return f"{configuration}/trial-{number:03d}"
-
-
-def final_plan(cfg, out: Path | None = None) -> list:
-    """The runs a tuning sweep compares: per configuration, its chosen setting (read from the trial folders under
-    `out`; the untuned values while none has finished) with seeds seed+1 ... seed+tune_seeds."""
-    from benchmark.config import merge
-
-    check_tuning(cfg)
-    plan = []
-    for name, conf in configurations(cfg):
-        best = chosen_trial(Path(out), name, cfg.tune_space) if out is not None else None
-        params = best["params"] if best else {}
-        for k in range(cfg.tune_seeds):
-            seed = conf.seed + 1 + k
-            plan.append((f"{name}-best-s{seed}", merge(conf, {**params, "seed": seed}, "the chosen trial")))
-    return plan
-
-
-def runs_named(cfg, names: list[str], out: Path) -> list[str]:
-    """`retrain`'s names with each configuration's name standing for its chosen setting's runs (one per seed); a
-    configuration without a finished trial has no chosen setting to retrain (UserError)."""
-    confs = {name for name, _ in configurations(cfg)}
-    runs = []
-    for n in names:
-        conf = n if n in confs else n.rsplit("-best-s", 1)[0]
-        if conf in confs and chosen_trial(out, conf, cfg.tune_space) is None:
-            raise UserError(f"{conf} has no finished trial in {out}, so no chosen setting to retrain; run the "
-                            f"sweep's command again to tune it")
-        runs += [f"{n}-best-s{cfg.seed + 1 + k}" for k in range(cfg.tune_seeds)] if n in confs else [n]
-    return runs
-
-
-# --- reading trials from their folders (no Optuna) ---------------------------------------------------------
-
-def trial_folders(out: Path, configuration: str) -> list[Path]:
-    from benchmark.rundir import RUNS
-
-    folder = Path(out) / RUNS / configuration
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("trial-") and p.name[6:].isdigit())
-
-
-def read_trial(run_dir: Path, space: dict) -> dict:
-    """One trial as its folder records it: number, status, tuned values, validation AUROC, epochs, seconds."""
-    import yaml
-
-    from benchmark.rundir import HISTORY, REQUESTED, read_json, read_status
-
-    status = read_status(run_dir)
-    asked = {}
-    if (run_dir / REQUESTED).is_file():
-        asked = yaml.safe_load((run_dir / REQUESTED).read_text()) or {}
-    history = _history(run_dir / HISTORY)
-    timing = read_json(run_dir / "timing.json", {}) or {}
-    val = status.get("val_auroc")
-    return {"number": int(run_dir.name[6:]), "dir": run_dir, "status": status.get("status", "missing"),
-            "params": {k: asked.get(k) for k in space}, "val": val if _finite(val) else None,
-            "epochs": len(history), "history": history,
-            "seconds": status.get("trial_seconds", timing.get("train_seconds"))}
-
-
-def _history(path: Path) -> list[tuple[int, float]]:
-    """(epoch, validation AUROC) of each finished epoch in history.csv (epochs without a number left out)."""
-    import csv
-
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                epoch, val = int(row["epoch"]), float(row["val_auroc"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if _finite(val):
-                rows.append((epoch, val))
-    return rows
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def trials_of(out: Path, configuration: str, space: dict) -> list[dict]:
-    return [read_trial(d, space) for d in trial_folders(out, configuration)]
-
-
-def chosen_trial(out: Path, configuration: str, space: dict) -> dict | None:
-    """The finished trial with the best validation mean AUROC (ties: the earlier one), or None."""
-    done = [t for t in trials_of(out, configuration, space) if t["status"] == "done" and t["val"] is not None]
-    return max(done, key=lambda t: (t["val"], -t["number"])) if done else None
-
-
-def expected_max(values: list[float], n: int) -> float:
-    """The expected best of n trials drawn with replacement from these (Dodge et al. 2019, eq. 1): with the values
-    sorted v(1) <= ... <= v(N), the sum of v(i) * ((i/N)^n - ((i-1)/N)^n)."""
-    v = sorted(values)
-    big_n = len(v)
-    return float(sum(x * ((i / big_n) ** n - ((i - 1) / big_n) ** n) for i, x in enumerate(v, 1)))
 
 
 # --- the studies (Optuna) ----------------------------------------------------------------------------------
@@ -306,7 +101,7 @@ def settle(optuna, study, number: int, run_dir: Path, seconds: float | None = No
         seconds = status.get("trial_seconds", 0.0)
     optuna.trial.Trial(study, trial._trial_id).set_user_attr("seconds", float(seconds or 0.0))
     S = optuna.trial.TrialState
-    if state == "done" and _finite(status.get("val_auroc")):
+    if state == "done" and is_finite(status.get("val_auroc")):
         study.tell(number, float(status["val_auroc"]))
     elif state == PRUNED:
         study.tell(number, state=S.PRUNED)
@@ -323,7 +118,7 @@ def report_epochs(optuna, study, number: int, run_dir: Path) -> bool:
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     trial = optuna.trial.Trial(study, frozen._trial_id)
     reported = set(frozen.intermediate_values)
-    for epoch, val in _history(run_dir / HISTORY):
+    for epoch, val in val_history(run_dir / HISTORY):
         if epoch not in reported:
             trial.report(val, epoch)
     return bool(trial.should_prune())
@@ -446,7 +241,7 @@ class TrialScheduler(_scheduler_base()):
             print(f"[{job.index}/{self.total}] {job.name}: done in {_fmt_s(seconds)}, validation mean AUROC "
                   f"{_fmt_v(status.get('val_auroc'))}", flush=True)
         elif getattr(job, "pruned", False):
-            history = _history(job.run_dir / "history.csv")
+            history = val_history(job.run_dir / "history.csv")
             write_status(job.run_dir, PRUNED, epochs=len(history), trial_seconds=seconds,
                          val_auroc_last=history[-1][1] if history else None)
         else:
@@ -489,7 +284,7 @@ def _fmt_s(seconds: float) -> str:
 
 
 def _fmt_v(v) -> str:
-    return f"{v:.3f}" if _finite(v) else "n/a"
+    return f"{v:.3f}" if is_finite(v) else "n/a"
 
 
 # --- what tuning costs -------------------------------------------------------------------------------------

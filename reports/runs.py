@@ -42,7 +42,7 @@ def find_runs(path: Path, plan: list[str] | None = None) -> list[Path]:
     runs_dir = path / RUNS if (path / RUNS).is_dir() else path
     if plan is None and (path / SWEEP_CONFIG).is_file():
         from benchmark.rundir import read_config
-        from benchmark.sweep import plan_runs
+        from benchmark.plan import plan_runs
 
         plan = [name for name, _ in plan_runs(read_config(path, SWEEP_CONFIG))]
     if plan is not None:

@@ -13,7 +13,7 @@ from benchmark.rundir import SWEEP_CONFIG, read_config
 
 def tuned_config(path: Path):
     """The sweep's configuration when it tunes, else None."""
-    from benchmark.tune import is_tuned
+    from benchmark.plan import is_tuned
 
     path = Path(path)
     cfg = read_config(path, SWEEP_CONFIG) if (path / SWEEP_CONFIG).is_file() else None
@@ -23,7 +23,7 @@ def tuned_config(path: Path):
 def tuning_summary(path: Path) -> dict:
     """summary.json's "tuning": {configuration: {trials, pruned, failed, best_trial, best_params, best_val,
     budget}} ({} for a sweep that does not tune)."""
-    from benchmark.tune import chosen_trial, configurations, trials_of
+    from benchmark.plan import chosen_trial, configurations, trials_of
 
     cfg = tuned_config(path)
     if cfg is None:
@@ -45,7 +45,7 @@ def tuning_summary(path: Path) -> dict:
 
 def expected_curve(values: list[float]) -> list[tuple[int, float]]:
     """(n, expected best of n trials) for n = 1 .. the number of scored trials."""
-    from benchmark.tune import expected_max
+    from benchmark.plan import expected_max
 
     return [(n, expected_max(values, n)) for n in range(1, len(values) + 1)]
 
@@ -70,7 +70,7 @@ def budget_figure(curves: dict, synthetic: bool) -> bytes | None:
 def importances(path: Path, cfg) -> dict:
     """Optuna's hyperparameter importance per configuration (with two or more tuned keys and Optuna installed;
     {} otherwise: the page says why)."""
-    from benchmark.tune import DB
+    from benchmark.plan import DB
 
     if len(cfg.tune_space) < 2 or not (Path(path) / DB).is_file():
         return {}
@@ -127,7 +127,7 @@ def tuning_section(path: Path, summary: dict, synthetic: bool, compared: list | 
     comparison's configurations (reports.compare), for the probability that each ranks first."""
     import base64
 
-    from benchmark.tune import trials_of
+    from benchmark.plan import trials_of
 
     cfg = tuned_config(path)
     if cfg is None or not summary:

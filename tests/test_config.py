@@ -2,7 +2,7 @@ import pytest
 
 from benchmark.config import Config, grid, load_config, merge, parse_set, run_name
 from benchmark.errors import UserError
-from benchmark.sweep import plan_runs
+from benchmark.plan import plan_runs
 from tests.helpers import ROOT, one_line_error, run_cli
 
 

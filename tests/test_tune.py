@@ -35,7 +35,7 @@ def tuned(**changes):
 
 
 def test_tuning_keys_are_checked():
-    from benchmark.tune import check_tuning
+    from benchmark.plan import check_tuning
 
     cfg = tuned()
     assert cfg.tune_space == LR_SPACE and cfg.tune_sampler == "tpe" and cfg.tune_seeds == 1
@@ -60,7 +60,7 @@ def test_tuning_keys_are_checked():
 
 
 def test_plan_of_a_tuned_sweep_is_each_configuration_chosen_setting_per_seed():
-    from benchmark.sweep import plan_runs
+    from benchmark.plan import plan_runs
 
     plan = plan_runs(tuned(tune_seeds=2, seed=4))
     assert [name for name, _ in plan] == ["mobilenet-best-s5", "mobilenet-best-s6", "resnet34-best-s5",
@@ -69,7 +69,7 @@ def test_plan_of_a_tuned_sweep_is_each_configuration_chosen_setting_per_seed():
 
 
 def test_expected_max_against_enumeration():
-    from benchmark.tune import expected_max
+    from benchmark.plan import expected_max
 
     values = [0.7, 0.6, 0.9, 0.75]
     for n in (1, 2, 3):
@@ -94,7 +94,8 @@ def _fabricate_trial(study, space, run_dir: Path, history: list[float], status: 
 def test_median_pruner_on_fabricated_histories(tmp_path):
     """Three finished trials reach 0.70, 0.80 and 0.90 at epoch 1 (median 0.80, by hand): a running trial whose best
     is 0.79 there is pruned, one at 0.81 is not, and nothing is pruned at epoch 0 (the warm-up)."""
-    from benchmark.tune import distributions, open_study, report_epochs, settle, untuned
+    from benchmark.plan import untuned
+    from benchmark.tune import distributions, open_study, report_epochs, settle
 
     cfg = tuned(tune_pruner="median", epochs=3)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'tuning.db'}")
@@ -142,7 +143,7 @@ def test_asks_are_seeded_per_trial(tmp_path):
 
 def _fabricated_sweep(tmp_path: Path) -> Path:
     """A tuned sweep folder as the sweep leaves it: sweep.yaml and, per configuration, trial folders."""
-    from benchmark.tune import untuned
+    from benchmark.plan import untuned
 
     cfg = tuned(tune_space={**LR_SPACE, "dropout": {"uniform": [0.0, 0.5]}}, tune_pruner="median")
     out = tmp_path / "sweep"
@@ -178,7 +179,7 @@ def test_tuning_block_read_from_trial_folders_without_optuna(tmp_path, monkeypat
     assert section["importances"] == {}  # no Optuna: the page says it was not computed
     curve = dict(section["configurations"][0]["curve"])
     assert curve[1] == pytest.approx((0.71 + 0.74) / 2) and curve[2] == pytest.approx(0.71 / 4 + 0.74 * 3 / 4)
-    from benchmark.sweep import plan_runs
+    from benchmark.plan import plan_runs
     from benchmark.rundir import read_config
 
     plan = dict(plan_runs(read_config(out, SWEEP_CONFIG), out))
@@ -385,7 +386,7 @@ def test_pruned_trials_are_stopped_and_recorded_pruned(tmp_path):
 
 
 def test_retrain_names_a_configuration_for_its_chosen_runs(tmp_path):
-    from benchmark.tune import runs_named
+    from benchmark.plan import runs_named
 
     out = _fabricated_sweep(tmp_path)
     cfg = tuned(tune_seeds=2)
