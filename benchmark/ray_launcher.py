@@ -13,12 +13,15 @@ Known traps handled here: Ray no longer hides GPUs from tasks that ask for none 
 CUDA_VISIBLE_DEVICES=""), `local_mode` is gone (a private cluster here is `ray_address: local`, bound to 127.0.0.1),
 workers are reused (hence a child process per run), and `ray.init` replaces the SIGTERM handler (ours is put back,
 so that a scheduler's SIGTERM stops the runs cleanly). The driver's CXR_BENCH_*, KERAS_*, TF_* and HF_* settings
-and its working folder travel with each task.
+and its working folder travel with each task (secrets such as HF_TOKEN in the task's runtime environment, never
+among its arguments); run folders are resolved on the driver; `local` ignores $RAY_ADDRESS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,6 +38,27 @@ STOP_GRACE_S = 60
 LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray binds its private cluster to 127.0.0.1 only
 FORWARDED = ("CXR_BENCH_", "KERAS_", "TF_", "PYTHONPATH", "HF_", "CUDA_VISIBLE_DEVICES")  # the driver's settings
 NODE_LINE = "running on node"
+SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|_KEY$", re.IGNORECASE)  # HF_TOKEN, AWS_SECRET_...
+
+
+def task_environment(environ) -> tuple[dict, dict]:
+    """The driver's settings each task gets: (plain, secret). The plain ones travel as the task's argument; the
+    secrets (HF_TOKEN and the like) only in the task's runtime environment, which Ray puts into the worker's
+    environment, never among the task's arguments (which Ray records and shows with the task)."""
+    forwarded = {k: v for k, v in environ.items() if k.startswith(FORWARDED)}
+    secret = {k: v for k, v in forwarded.items() if SECRET.search(k)}
+    return {k: v for k, v in forwarded.items() if k not in secret}, secret
+
+
+@contextlib.contextmanager
+def _without(name: str):
+    """`name` absent from the environment inside the block (ray.init reads $RAY_ADDRESS whatever it is told)."""
+    saved = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[name] = saved
 
 
 def import_ray(address: str | None = None):
@@ -109,11 +133,12 @@ class RayLauncher(Launcher):
         handler = signal.getsignal(signal.SIGTERM)
         t0 = time.perf_counter()
         try:
-            if address == "local":
-                from benchmark.decoders import usable_cores
+            if address == "local":  # a private loopback cluster, whatever $RAY_ADDRESS says
+                from benchmark.cores import usable_cores
 
-                ray.init(num_cpus=local_cpus or usable_cores(), object_store_memory=100 * 2**20,
-                         _node_ip_address="127.0.0.1", **kwargs)
+                with _without("RAY_ADDRESS"):
+                    ray.init(num_cpus=local_cpus or usable_cores(), object_store_memory=100 * 2**20,
+                             _node_ip_address="127.0.0.1", **kwargs)
             else:
                 ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -128,9 +153,10 @@ class RayLauncher(Launcher):
         resources = ray.cluster_resources()
         self.gpus = gpus_per_run if gpus_per_run is not None else (1.0 if resources.get("GPU", 0) > 0 else 0.0)
         self.cpus = cpus_per_run
-        self.env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)}
+        self.env, secret = task_environment(os.environ)
+        runtime = {"runtime_env": {"env_vars": secret}} if secret else {}
         self.task = ray.remote(run_contract).options(num_cpus=self.cpus, num_gpus=self.gpus,
-                                                     max_retries=MAX_RETRIES, retry_exceptions=False)
+                                                     max_retries=MAX_RETRIES, retry_exceptions=False, **runtime)
 
     queues = True  # a task may wait for resources: the sweep's run_timeout counts from its NODE_LINE
 
@@ -149,7 +175,8 @@ class RayLauncher(Launcher):
                 f"each run asks for {self.cpus:g} CPU(s) and {self.gpus:g} GPU(s)")
 
     def start(self, job: Job) -> None:
-        job.handle = self.task.remote(str(job.run_dir), self.gpus, self.env, os.getcwd())
+        # paths resolved here, on the driver: a worker's working folder is not the driver's
+        job.handle = self.task.remote(str(Path(job.run_dir).resolve()), self.gpus, self.env, os.getcwd())
         job.where = " on the Ray cluster"
 
     def poll(self, job: Job) -> int | None:
