@@ -16,7 +16,7 @@ import math
 import keras
 import numpy as np
 
-from benchmark.decoders import usable_cores
+from benchmark.cores import usable_cores
 
 
 def backend() -> str:

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import yaml
 
+from benchmark.data.policies import POLICIES
 from benchmark.errors import UserError
 
-POLICIES = ("ignore", "zeros", "ones", "mixed", "smooth_ones", "smooth_zeros")
 FINETUNES = ("full", "linear", "gradual", "baseline")
 LOSSES = ("bce", "masked_bce", "weighted_bce", "focal")
 OPTIMIZERS = ("adam", "adamw", "sgd")

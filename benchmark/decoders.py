@@ -15,17 +15,11 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import cv2
 import numpy as np
 
+from benchmark.cores import usable_cores
 from benchmark.images import BadImage, load_image
 from benchmark.processes import exit_when_gone
 
 PROCESS_MIN_IMAGES = 2000  # without start_decoders(), sets this large are decoded by processes, smaller by threads
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a scheduler's CPU affinity, as under SLURM, not the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 WRITE_BYTES = 4 << 20  # decoded images are written to the cache file in blocks of about this size

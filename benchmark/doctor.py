@@ -45,7 +45,7 @@ def machine() -> dict:
             memory = int(fh.readline().split()[1]) // 1024  # MemTotal, kB -> MB
     except (OSError, ValueError, IndexError):
         pass
-    from benchmark.decoders import usable_cores
+    from benchmark.cores import usable_cores
 
     return {"tensorflow": tf.__version__, "keras": keras.__version__, "cuda": build.get("cuda_version"),
             "cudnn": build.get("cudnn_version"), "gpus": gpus, "cores": usable_cores(), "memory_mb": memory}

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmark.cache import IN_MEMORY_BYTES
-from benchmark.decoders import usable_cores
+from benchmark.cores import usable_cores
 
 PARALLEL = usable_cores()  # batches gathered at once
 PREFETCH = 4  # batches read ahead

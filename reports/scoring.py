@@ -84,13 +84,3 @@ def subgroups(meta: pd.DataFrame) -> dict[str, pd.Series]:
         out["view"] = meta["view"].where(meta["view"].isin(["AP", "PA"]))
     return {k: v for k, v in out.items() if v.notna().any()}
 
-
-def normalise_sex(values: pd.Series) -> pd.Series:
-    """M / F from the spellings of the label files (Male, Female, M, F); anything else unknown."""
-    mapped = values.astype(str).str.strip().str.upper().str[:1]
-    return mapped.where(mapped.isin(["M", "F"]))
-
-
-def normalise_age(values: pd.Series) -> pd.Series:
-    """Ages as numbers; NIH's first release writes them as "058Y"."""
-    return pd.to_numeric(values.astype(str).str.extract(r"(\d+(?:\.\d+)?)")[0], errors="coerce")

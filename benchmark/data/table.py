@@ -103,8 +103,6 @@ def check_inside(opened: pd.Series, source, written: pd.Series | None = None) ->
 def demographics(frame: pd.DataFrame, sex_columns=("Sex", "sex", "Patient Gender", "PatientSex"),
                  age_columns=("Age", "age", "Patient Age", "PatientAge")) -> dict:
     """`sex` (M / F) and `age` (years) from whichever of these columns a label file has (empty where none)."""
-    from reports.scoring import normalise_age, normalise_sex
-
     sex = next((c for c in sex_columns if c in frame), None)
     age = next((c for c in age_columns if c in frame), None)
     return {"sex": normalise_sex(frame[sex]) if sex else pd.Series(None, index=frame.index, dtype=object),
@@ -131,3 +129,14 @@ def drop_duplicates(frame: pd.DataFrame, labels, source) -> pd.DataFrame:
     print(f"warning: {source}: {n} image(s) listed more than once with the same labels (e.g. "
           f"{repeats['path'].iloc[0]!r}); the repeats are ignored", file=sys.stderr)
     return frame[~frame["file"].duplicated()]
+
+
+def normalise_sex(values: pd.Series) -> pd.Series:
+    """M / F from the spellings of the label files (Male, Female, M, F); anything else unknown."""
+    mapped = values.astype(str).str.strip().str.upper().str[:1]
+    return mapped.where(mapped.isin(["M", "F"]))
+
+
+def normalise_age(values: pd.Series) -> pd.Series:
+    """Ages as numbers; NIH's first release writes them as "058Y"."""
+    return pd.to_numeric(values.astype(str).str.extract(r"(\d+(?:\.\d+)?)")[0], errors="coerce")

@@ -33,7 +33,7 @@ def _decode_chunk(args) -> int:
 
 def decode_limit(files, size: int, workers: int | None = None) -> float:
     """Images/s of the same decode and resize in plain OpenCV, one process per core."""
-    from benchmark.decoders import usable_cores
+    from benchmark.cores import usable_cores
 
     workers = workers or usable_cores()
     chunks = [files[i::workers * 4] for i in range(workers * 4)]

@@ -19,7 +19,7 @@ from benchmark.data.phantom.anatomy import Anatomy
 from benchmark.data.phantom.labels import sample_labels, truth_from_labels
 from benchmark.data.phantom.render import expose, render_frontal, render_lateral
 from benchmark.data.table import PHANTOM_MARKER
-from benchmark.decoders import usable_cores
+from benchmark.cores import usable_cores
 from benchmark.errors import UserError
 from benchmark.ownership import FolderLock, write_marker
 
