@@ -224,7 +224,7 @@ def predict_images(run, images: list[str], gradcam_dir: str | None = None) -> li
         entry = {"image": path, "probabilities": p, "thresholds": t, "threshold_kind": kind, "findings": findings}
         if out_dir is not None:
             entry["gradcam"] = _gradcam_files(model, batch[i:i + 1], labels, findings or [max(p, key=p.get)],
-                                              out_dir, Path(path).stem)
+                                              out_dir, overlay_stem(i, path))
         results.append(entry)
     return results
 
@@ -239,7 +239,28 @@ def _gradcam_files(model, batch, labels, chosen, out_dir: Path, stem: str) -> di
     for label in chosen:
         cam = gradcam(model, batch, labels.index(label))[0]
         safe = "".join(c if c.isalnum() else "_" for c in label)
-        target = out_dir / f"{stem}_{safe}.png"
-        cv2.imwrite(str(target), cv2.resize(overlay(batch[0], cam), (512, 512)))
-        files[label] = str(target)
+        ok, png = cv2.imencode(".png", cv2.resize(overlay(batch[0], cam), (512, 512)))
+        files[label] = str(write_new(out_dir, f"{stem}_{safe}", ".png", png.tobytes()))
     return files
+
+
+def overlay_stem(index: int, path) -> str:
+    """The overlays' name for the index-th input: its position first, so that two inputs of one file name (every
+    CheXpert image is view1_frontal.jpg) never share a file."""
+    return f"{index + 1:03d}_{Path(path).stem}"
+
+
+def write_new(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write `data` to a new file folder/stem+suffix, or stem-2+suffix, ... if that exists: an existing file (a
+    user's, or an earlier predict's) is never replaced, and a link there is never followed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for n in range(1, 10_000):
+        target = folder / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+        try:
+            fd = os.open(target, flags, 0o666)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return target
+    raise UserError(f"{folder} holds too many files named {stem}*{suffix}; choose another --gradcam folder")
