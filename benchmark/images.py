@@ -1,7 +1,8 @@
 """Decoding one radiograph file into the square 8-bit grayscale array every backbone starts from (OpenCV only).
 
 Handles 8- and 16-bit PNG (grayscale, RGB or RGBA, as in the NIH archives) and JPEG, preserves the aspect ratio
-(centre crop or pad), and optionally equalises the histogram or applies CLAHE.
+(centre crop or pad), and optionally equalises the histogram or applies CLAHE. Whatever the format, the pixels an
+image's header announces are checked against max_image_pixels before OpenCV decodes it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,30 @@ def announced_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of any format OpenCV decodes, before decoding: PNG and JPEG (the frame
+    header wherever it is, also after the first 64 KiB) here; TIFF, BMP, WebP, PGM/PPM, JPEG 2000 ... by Pillow's
+    lazy Image.open, which reads only the header. None when neither can tell (the decoder then refuses a damaged
+    file)."""
+    size = announced_size(data)
+    if size is not None or data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"\xff\xd8":
+        return size
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+        except Image.DecompressionBombError:  # more than twice Pillow's own limit: report it as too large
+            return (Image.MAX_IMAGE_PIXELS or 2**31, 2)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
+
+
 def read_gray(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a file to a 2-D uint8 or uint16 array; BadImage names the file if that fails, if OpenCV refuses
     it, or if its header announces more than `max_pixels` pixels (a decompression bomb)."""
@@ -52,7 +77,7 @@ def read_gray(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise BadImage(f"image {path} cannot be read ({exc.strerror or exc})") from None
-    size = announced_size(data[:65536].tobytes())
+    size = header_size(data.tobytes())
     if size and size[0] * size[1] > max_pixels:
         raise BadImage(f"image {path} announces {size[0]} x {size[1]} pixels, more than max_image_pixels "
                        f"({max_pixels:,}); raise that limit if the image is genuine")

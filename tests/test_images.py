@@ -105,3 +105,24 @@ def test_bad_images_of_every_kind_are_skipped_with_skip_bad_images(tmp_path, mon
     files.append(str(tmp_path / "huge.png"))
     cache = build_cache(files, 16, cache_dir=tmp_path / "c", skip_bad=True, log=None, max_pixels=50_000)
     assert [i for i, _ in cache.bad] == [4] and "max_image_pixels" in cache.bad[0][1]
+
+
+@pytest.mark.parametrize("ext", ["tiff", "bmp", "webp", "pgm"])
+def test_max_image_pixels_is_checked_from_the_header_of_every_format(tmp_path, ext):
+    path = tmp_path / f"big.{ext}"
+    cv2.imwrite(str(path), np.full((300, 400), 128, np.uint8))
+    assert read_gray(str(path)).shape == (300, 400)  # decoded within the limit
+    with pytest.raises(BadImage, match=rf"big\.{ext} announces 400 x 300 pixels, more than max_image_pixels"):
+        read_gray(str(path), max_pixels=100_000)
+
+
+def test_a_jpeg_whose_size_comes_after_64_kib_is_checked_too(tmp_path):
+    ok, jpeg = cv2.imencode(".jpg", np.full((300, 400), 90, np.uint8))
+    jpeg = jpeg.tobytes()
+    padding = b"".join(b"\xff\xef" + (2 + 40_000).to_bytes(2, "big") + bytes(40_000) for _ in range(2))  # APP15
+    path = tmp_path / "late.jpg"
+    path.write_bytes(jpeg[:2] + padding + jpeg[2:])  # the frame header now starts beyond 80 KB
+    assert jpeg[2:].find(b"\xff\xc0") + 2 + len(padding) > 65536
+    assert read_gray(str(path)).shape == (300, 400)
+    with pytest.raises(BadImage, match="announces 400 x 300 pixels"):
+        read_gray(str(path), max_pixels=100_000)
