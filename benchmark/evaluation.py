@@ -12,8 +12,8 @@ import numpy as np
 
 from benchmark.errors import UserError
 from benchmark.inference import load_model, predict_probs, predictions_frame
-from benchmark.rundir import (CONFIG, EXTERNAL, EXTERNAL_PREDICTIONS, GRADCAM, METRICS, MODEL, THRESHOLDS, TIMING, predictions_file,
-                              read_config, read_json, write_csv, write_json, write_status)
+from benchmark.rundir import (CONFIG, EXTERNAL, EXTERNAL_PREDICTIONS, FINGERPRINT, GRADCAM, METRICS, MODEL, THRESHOLDS,
+                              TIMING, predictions_file, read_config, read_json, write_csv, write_json, write_status)
 
 
 def scoring_unit(cfg) -> str:
@@ -180,6 +180,7 @@ def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | N
     if data_root:
         cfg = cfg.replace(data_root=data_root)
     data = prepare(cfg)
+    check_same_labels(run, data.fingerprint())
     labels = list(data.labels)
     if thresholds and thresholds.get("labels") and list(thresholds["labels"]) != labels:
         raise UserError(f"{run} was trained on labels {thresholds['labels']}, the data set now gives {labels}")
@@ -195,6 +196,18 @@ def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | N
     all_metrics[name] = metrics
     write_json(run / METRICS, all_metrics)
     return metrics
+
+
+def check_same_labels(run: Path, now: dict) -> None:
+    """Refuse to rewrite a run's predictions and metrics from label files whose content differs from those it was
+    trained on (its fingerprint.json): its metrics would mix two versions of the data. Moved images (--data-root)
+    are fine: the files' contents are compared, not their paths."""
+    saved = (read_json(run / FINGERPRINT) or {}).get("data") or {}
+    before = sorted(saved.get("label_files", {}).values())
+    if before and before != sorted(now.get("label_files", {}).values()):
+        raise UserError(f"{run} was trained on other label files than {', '.join(now.get('label_files', {}))} hold "
+                        f"now (their contents differ from its {FINGERPRINT}); nothing was rewritten. Restore them, "
+                        f"or train the run again")
 
 
 def predict_images(run, images: list[str], gradcam_dir: str | None = None) -> list[dict]:

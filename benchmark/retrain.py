@@ -56,6 +56,7 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
     if unknown:
         raise UserError(f"{out} has no run {unknown[0]!r}; its runs are: {', '.join(plan)}")
     with FolderLock(out, "sweep"):
+        check_same_data(out, cfg, plan)  # before anything is set aside
         chosen = []
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for name in dict.fromkeys(names):
@@ -88,6 +89,23 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
             print("interrupted; the same command resumes the stopped runs", flush=True)
             return 130
         return finish_sweep(out, all_runs, cfg)
+
+
+def check_same_data(out: Path, cfg, plan: dict) -> None:
+    """Refuse (nothing touched) when the data differ from those the sweep recorded in its fingerprint.json: a
+    retrained run beside the others would put two versions of the data into one report."""
+    from benchmark.fingerprint import differences
+    from benchmark.prepare import data_fingerprint
+    from benchmark.rundir import SWEEP_FINGERPRINT
+
+    saved = (read_json(out / SWEEP_FINGERPRINT) or {}).get("data")
+    if not saved:
+        return  # a sweep of a version that recorded no data fingerprint
+    diff = differences({"data": saved}, {"data": data_fingerprint(cfg, sorted({r.image_size for r in plan.values()}))})
+    if diff:
+        raise UserError(f"{out}: the data changed since its runs were trained ({'; '.join(diff[:3])}); nothing was "
+                        f"retrained, as the report would mix two versions of the data. Restore the data, or run a "
+                        f"new sweep (--out) on the changed data")
 
 
 def _set_aside(run_dir: Path, stamp: str, discard: bool) -> None:
