@@ -60,3 +60,22 @@ def test_a_second_make_phantom_into_the_same_folder_is_refused(tmp_path):
     assert kind_of(out / "CheXpert-v1.0-small") == "phantom"
     result = run_cli("data", "make-phantom", "--out", out, "--n", 20, "--size", 32, "--seed", 1)  # over its own
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_evaluate_and_retrain_are_refused_while_the_folder_is_in_use(tmp_path):
+    from benchmark.config import dump_yaml
+    from benchmark.sweep import plan_runs
+    from tests.helpers import tiny_config
+
+    cfg = tiny_config(tmp_path / "phantom")
+    sweep = claim(tmp_path / "sweep", "sweep", "a sweep folder", "")
+    (sweep / "sweep.yaml").write_text(dump_yaml(cfg))
+    name, run_cfg = plan_runs(cfg)[0]
+    run = claim(sweep / "runs" / name, "run", "a run directory", "")
+    (run / "config.yaml").write_text(dump_yaml(run_cfg))
+    before = tree_state(sweep)
+    with FolderLock(run, "training"):
+        one_line_error(run_cli("evaluate", "--run", run), str(run), "in use by another", holder_text())
+    with FolderLock(sweep, "sweep"):
+        one_line_error(run_cli("retrain", "--sweep", sweep, name), str(sweep), "in use by another", holder_text())
+    assert tree_state(sweep) == before
