@@ -122,3 +122,16 @@ def test_evaluate_and_retrain_take_only_their_kind_and_create_nothing(tmp_path):
                    "cxr-bench, not a sweep folder")
     one_line_error(run_cli("evaluate", "--run", sweep), str(sweep), "a sweep folder made by cxr-bench")
     assert tree_state(sweep) == before
+
+
+def test_perf_report_keep_writes_only_into_a_missing_or_empty_folder(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    sweep = _sweep(tmp_path / "sweep")
+    before = tree_state(sweep)
+    for folder in (mine, sweep):
+        one_line_error(run_cli("perf", "report", "--runs", 2, "--images", 40, "--labels", 2, "--bootstrap", 5,
+                               "--keep", folder), f"--keep {folder} is not empty")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert tree_state(sweep) == before

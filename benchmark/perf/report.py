@@ -114,6 +114,13 @@ print(json.dumps({"seconds": seconds, "peak_mb": peak}))
 
 def perf_report(runs: int, images: int, labels: int = 14, n_boot: int = 1000, keep: str | None = None) -> dict:
     """Fabricate the sweep, then time `report` on it in a fresh process (with its peak resident memory)."""
+    if keep:  # a fabricated sweep goes only into a missing or empty folder: never beside anyone's files or runs
+        from benchmark.ownership import claim, describe
+        from benchmark.errors import UserError
+
+        if Path(keep).is_dir() and any(Path(keep).iterdir()):
+            raise UserError(f"--keep {keep} is not empty ({describe(Path(keep))}); give a missing or empty folder")
+        claim(Path(keep), "sweep", "a sweep folder", "give --keep a missing or empty folder")
     tmp = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="cxr-perf-report-"))
     try:
         info = fabricate(tmp, runs, images, labels, n_boot)
