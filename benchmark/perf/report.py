@@ -115,8 +115,8 @@ print(json.dumps({"seconds": seconds, "peak_mb": peak}))
 def perf_report(runs: int, images: int, labels: int = 14, n_boot: int = 1000, keep: str | None = None) -> dict:
     """Fabricate the sweep, then time `report` on it in a fresh process (with its peak resident memory)."""
     if keep:  # a fabricated sweep goes only into a missing or empty folder: never beside anyone's files or runs
-        from benchmark.ownership import claim, describe
         from benchmark.errors import UserError
+        from benchmark.ownership import claim, describe
 
         if Path(keep).is_dir() and any(Path(keep).iterdir()):
             raise UserError(f"--keep {keep} is not empty ({describe(Path(keep))}); give a missing or empty folder")
