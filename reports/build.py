@@ -274,6 +274,7 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
         "configurations": {c.name: [r["name"] for r in c.runs] for c in result.configurations},
         "min_positives": result.min_positives, "label_support": result.support,
         **({"tuning": tuning} if tuning else {}),
+        "data_differs": {r["name"]: r["data_differs"] for r in runs if r.get("data_differs")},
         "protocols": {r["name"]: r.get("protocol") for r in runs if r.get("protocol")}}))
 
     done = [r for r in runs if r.get("test_metrics")]

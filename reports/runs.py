@@ -13,11 +13,33 @@ import yaml
 from benchmark.errors import UserError
 from benchmark.rundir import (CONFIG, ENVIRONMENT, EXTERNAL, GALLERY, GRADCAM, HISTORY, METRICS, REQUESTED, RUNS, STATUS,
                               SWEEP_CONFIG, THRESHOLDS, TIMING, predictions_file, read_json, read_status)
+from benchmark.rundir import FINGERPRINT
 from benchmark.rundir import read_csv as read_run_csv
 
 
 def is_run_dir(path: Path) -> bool:
     return any((path / name).is_file() for name in (CONFIG, REQUESTED, STATUS))
+
+
+def data_differs(run_dir: Path) -> str | None:
+    """What of a sweep's run was trained on other data than the sweep records (its label files' contents, the
+    splits, the images), from the two fingerprint.json files; None when they agree or either is missing. Words
+    without paths, so that the public report may show them."""
+    if run_dir.parent.name != RUNS:
+        return None
+    sweep = (read_json(run_dir.parent.parent / FINGERPRINT) or {}).get("data")
+    run = (read_json(run_dir / FINGERPRINT) or {}).get("data")
+    if not sweep or not run:
+        return None
+    what = []
+    if sorted(run.get("label_files", {}).values()) != sorted(sweep.get("label_files", {}).values()):
+        what.append("the label files")
+    if run.get("splits") != sweep.get("splits"):
+        what.append("the splits")
+    images = sweep.get("images", {})
+    if any(images.get(size) not in (None, key) for size, key in run.get("images", {}).items()):
+        what.append("the images")
+    return ", ".join(what) or None
 
 
 def load_external(run_dir: Path) -> dict:
@@ -89,6 +111,7 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
            "error": status.get("error"), "timing": read_json(run_dir / TIMING, {}) or {},
            "environment": read_json(run_dir / ENVIRONMENT, {}) or {},
            "synthetic": bool(status.get("synthetic", cfg.get("dataset") == "phantom")), "imported": imported}
+    run["data_differs"] = data_differs(run_dir)  # marked on the page and in summary.json, not silently mixed in
     hist = run_dir / HISTORY
     run["history"] = read_run_csv(hist) if hist.is_file() and hist.stat().st_size else None
     pred_test = run_dir / predictions_file("test")

@@ -56,3 +56,25 @@ def test_evaluate_refuses_to_rewrite_a_run_from_changed_labels(data, tmp_path):
     before = tree_state(run)
     one_line_error(run_cli("evaluate", "--run", run), str(run), "other label files", "nothing was rewritten")
     assert tree_state(run) == before
+
+
+def test_report_marks_a_run_trained_on_other_data_than_the_sweep(tmp_path):
+    import json
+
+    from benchmark.perf.report import fabricate
+
+    sweep = claim(tmp_path / "sweep", "sweep", "a sweep folder", "")
+    fabricate(sweep, runs=2, images=60, labels=2, n_boot=10)
+    data = {"label_files": {str(tmp_path / "data" / "train.csv"): "aaaa"}, "images": {"224": "key1"},
+            "splits": "s1"}
+    write_json(sweep / "fingerprint.json", {"config": {}, "data": data})
+    first, second = sorted(p for p in (sweep / "runs").iterdir())
+    write_json(first / "fingerprint.json", {"config": {}, "data": data})
+    write_json(second / "fingerprint.json", {"config": {}, "data": {**data, "label_files": {"x.csv": "bbbb"}}})
+    result = run_cli("report", "--sweep", sweep, "--bootstrap", 10)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((sweep / "report" / "summary.json").read_text())
+    assert summary["data_differs"] == {second.name: "the label files"}
+    page = (sweep / "report" / "index.html").read_text()
+    assert f"{second.name} was trained on other\n data than the sweep records" in page
+    assert f"{first.name} was trained on other" not in page
