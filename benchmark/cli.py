@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--no-pipeline", action="store_true", help="skip the real-pipeline column")
     dr.add_argument("--budget", type=float, default=240.0, help="seconds; what does not fit is skipped")
     dr.add_argument("--json", action="store_true")
+    dr.add_argument("--check-outputs", action="store_true",
+                    help="only check that this install computes the reference outputs (a fixed checkpoint of each "
+                         "backbone on four fixed images) within the engine's tolerance")
 
     tr = sub.add_parser("train", help="train one backbone and write a run directory")
     _config_args(tr)
@@ -211,6 +214,15 @@ def cmd_data(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    if args.check_outputs:
+        from benchmark.engines import activate
+
+        activate(None)  # $KERAS_BACKEND, else TensorFlow; before Keras is imported
+        from benchmark.reference_outputs import check_outputs, format_check
+
+        rows = check_outputs([b.strip() for b in args.backbones.split(",") if b.strip()])
+        print(json.dumps(rows) if args.json else format_check(rows))
+        return 0 if all(r["ok"] for r in rows) else 1
     from benchmark.doctor import check_args, doctor, format_doctor
 
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
