@@ -18,26 +18,12 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import UserError
+from benchmark.rundir import IMPORTED, IMPORTED_KIND as KIND, is_imported
 
-IMPORTED = "imported.json"  # in an imported run's folder: where its predictions came from
-KIND = "imported"  # the folder marker's kind
 # summary metrics that need a threshold chosen on validation (left out without --val)
 THRESHOLDED = ("f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro", "specificity_macro",
                "accuracy_macro", "hamming_loss", "subset_accuracy")
 NO_THRESHOLDS = "no validation predictions were imported (--val), so no thresholds were chosen"
-
-
-def is_imported(run_dir: Path) -> bool:
-    return (Path(run_dir) / IMPORTED).is_file()
-
-
-def imported_runs(runs_dir: Path) -> list[Path]:
-    """The imported run folders of a sweep's runs/ (they are in no plan), by name."""
-    from benchmark.ownership import is_ours
-
-    if not Path(runs_dir).is_dir():
-        return []
-    return sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and is_ours(p, (KIND,)) and is_imported(p))
 
 
 def reference_run(sweep: Path) -> Path:

@@ -93,7 +93,7 @@ def model_card(run, finishing: bool = False) -> dict:
     last files and its status is not yet done."""
     import yaml
 
-    from benchmark.imported import IMPORTED
+    from benchmark.rundir import IMPORTED
     from benchmark.rundir import CONFIG, ENVIRONMENT, FINGERPRINT, METRICS, THRESHOLDS, TIMING, read_json, read_status
 
     run = Path(run)
@@ -185,7 +185,7 @@ def public_card(card: dict | None) -> dict | None:
 
 def write_model_card(run, finishing: bool = False) -> Path:
     """Write RUN/model_card.json; returns its path."""
-    from benchmark.imported import KIND
+    from benchmark.rundir import IMPORTED_KIND as KIND
     from benchmark.ownership import FolderLock, kind_of
     from benchmark.rundir import write_json
 

@@ -31,6 +31,8 @@ TIMING = "timing.json"
 METRICS = "metrics.json"
 TRAIN_LOG = "train.log"
 PROGRESS = "progress.json"  # the child's last finished epoch, read by the sweep for its progress lines
+IMPORTED = "imported.json"  # in an imported run's folder (import-predictions): where its predictions came from
+IMPORTED_KIND = "imported"  # an imported run's folder marker kind
 GRADCAM = "gradcam"
 GALLERY = "gradcam/gallery.json"
 CHECKPOINT = "checkpoint"  # the resume state; removed when the run is done (unless keep_checkpoint)
@@ -328,3 +330,18 @@ def _other_backend_environment(keras, np) -> dict:
                    devices=["CPU:0"] + [f"GPU:{i}" for i in range(len(gpus))], gpus=gpus)
     env["git_commit"] = git_commit()
     return env
+
+
+def is_imported(run_dir) -> bool:
+    """Whether a run folder holds another model's imported predictions (benchmark.imported), not a trained run."""
+    return (Path(run_dir) / IMPORTED).is_file()
+
+
+def imported_runs(runs_dir) -> list:
+    """The imported run folders of a sweep's runs/ (they are in no plan), by name."""
+    from benchmark.ownership import is_ours
+
+    if not Path(runs_dir).is_dir():
+        return []
+    return sorted(p for p in Path(runs_dir).iterdir()
+                  if p.is_dir() and is_ours(p, (IMPORTED_KIND,)) and is_imported(p))

@@ -57,7 +57,7 @@ def load_external(run_dir: Path) -> dict:
 def find_runs(path: Path, plan: list[str] | None = None) -> list[Path]:
     """The run directories a report shows: the folder itself if it is one run; else the runs of the sweep's
     current plan (`plan`, or the one its sweep.yaml gives), in plan order; else every run folder under it."""
-    from benchmark.imported import IMPORTED, imported_runs
+    from benchmark.rundir import IMPORTED, imported_runs
 
     if any((path / name).is_file() for name in (CONFIG, REQUESTED, IMPORTED)):
         return [path]
@@ -98,7 +98,7 @@ def truth_probs(frame: pd.DataFrame, labels) -> tuple[np.ndarray, np.ndarray]:
 
 def load_run(run_dir: Path, n_boot: int) -> dict:
     """Everything the report shows about one run, read from its files."""
-    from benchmark.imported import IMPORTED
+    from benchmark.rundir import IMPORTED
     from reports.metrics import score_split
 
     cfg_file = run_dir / CONFIG if (run_dir / CONFIG).is_file() else run_dir / REQUESTED
