@@ -205,7 +205,7 @@ def cmd_data(args) -> int:
                                 args.path_column, args.patient_column)
         print(json.dumps(summary) if args.json else format_table(summary))
         return 0
-    from benchmark.data.phantom import make_phantom
+    from benchmark.phantom import make_phantom
 
     info = make_phantom(args.out, n=args.n, size=args.size, seed=args.seed, workers=args.workers or None)
     print(f"wrote {info['images']} synthetic images ({info['patients']} patients) to {info['root']} "
@@ -218,12 +218,12 @@ def cmd_doctor(args) -> int:
         from benchmark.engines import activate
 
         activate(None)  # $KERAS_BACKEND, else TensorFlow; before Keras is imported
-        from benchmark.reference_outputs import check_outputs, format_check
+        from benchmark.perf.reference_outputs import check_outputs, format_check
 
         rows = check_outputs([b.strip() for b in args.backbones.split(",") if b.strip()])
         print(json.dumps(rows) if args.json else format_check(rows))
         return 0 if all(r["ok"] for r in rows) else 1
-    from benchmark.doctor import check_args, doctor, format_doctor
+    from benchmark.perf.doctor import check_args, doctor, format_doctor
 
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     check_args(backbones, args.image_size, args.batch_size, args.steps)
@@ -250,10 +250,9 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from benchmark.processes import watch_parent
-    from benchmark.training import train_run
-
     from benchmark.engines import activate
+    from benchmark.runs.processes import watch_parent
+    from benchmark.train.training import train_run
 
     watch_parent()  # a sweep's run ends with the sweep, also where prctl is not available
     cfg = _load_cfg(args, backbone=args.backbone)
@@ -267,14 +266,14 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from benchmark.engines import activate_for_run
-    from benchmark.ownership import FolderLock, expect_kind
+    from benchmark.runs.ownership import FolderLock, expect_kind
 
     # a run folder cxr-bench made, checked before anything (its lock file included) is written into it
     expect_kind(Path(args.run), ("run",), "a run directory", "pass a run folder that train or a sweep wrote")
     activate_for_run(args.run)
     with FolderLock(Path(args.run), "command (train, evaluate or a sweep)"):
         if args.dataset:
-            from benchmark.evaluation import evaluate_external
+            from benchmark.evaluation.evaluate import evaluate_external
 
             if not args.data_root:
                 raise UserError("evaluate --dataset needs --data-root (the other data set's folder)")
@@ -285,7 +284,7 @@ def cmd_evaluate(args) -> int:
             print(json.dumps({k: v for k, v in record["test"]["summary"].items()
                               if not k.endswith("_micro") or not isinstance(v, dict)}, indent=1))
             return 0
-        from benchmark.evaluation import evaluate_run
+        from benchmark.evaluation.evaluate import evaluate_run
 
         if args.split == "all" or args.csv or args.name:
             raise UserError("--split all, --csv and --name go with --dataset (scoring on another data set)")
@@ -297,7 +296,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     from benchmark.engines import activate_for_run
-    from benchmark.evaluation import predict_images
+    from benchmark.evaluation.evaluate import predict_images
 
     activate_for_run(args.run)
     results = predict_images(args.run, args.images, gradcam_dir=args.gradcam)
@@ -316,7 +315,7 @@ def cmd_report(args) -> int:
     import contextlib
     from pathlib import Path
 
-    from benchmark.ownership import FolderLock, kind_of
+    from benchmark.runs.ownership import FolderLock, kind_of
     from reports.build import build_report
 
     # one writer: not while a sweep, a retrain or a training works in the folder (nor another report). A folder
@@ -330,21 +329,21 @@ def cmd_report(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from benchmark.sweep import run_sweep
+    from benchmark.sweep.run import run_sweep
 
     cfg = _load_cfg(args, launcher=args.launcher, ray_address=args.ray_address)
     return run_sweep(cfg, args.out, gpus=args.gpus)
 
 
 def cmd_retrain(args) -> int:
-    from benchmark.retrain import retrain
+    from benchmark.sweep.retrain import retrain
 
     return retrain(args.sweep, args.runs, args.set, discard=args.discard, gpus=args.gpus,
                    where={"launcher": args.launcher, "ray_address": args.ray_address})
 
 
 def cmd_import_predictions(args) -> int:
-    from benchmark.imported import import_predictions
+    from benchmark.sweep.imported import import_predictions
 
     summary = import_predictions(args.sweep, args.name, args.file, args.val)
     print(f"imported {args.name}: test mean AUROC {summary['auroc_macro']} over {summary['n_images']} "
@@ -353,7 +352,7 @@ def cmd_import_predictions(args) -> int:
 
 
 def cmd_model_card(args) -> int:
-    from benchmark.model_card import model_card, public_card, write_model_card
+    from benchmark.evaluation.model_card import model_card, public_card, write_model_card
 
     if args.public:
         print(json.dumps(public_card(model_card(args.run)), indent=1))
@@ -363,7 +362,7 @@ def cmd_model_card(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from benchmark.export import check_packages, export_run
+    from benchmark.evaluation.export import check_packages, export_run
 
     check_packages(args.format)  # before TensorFlow is loaded
     from benchmark.engines import activate_for_run

@@ -307,7 +307,7 @@ class Config:
     ray_gpus_per_run: float | None = key(None, "Ray: GPUs each run asks for (null: 1 on a cluster with GPUs, else 0)",
                                          check=_num(0), result=False)
 
-    # --- tuning: an equal budget per configuration (benchmark/tune.py, docs/tuning.md) ---
+    # --- tuning: an equal budget per configuration (benchmark/sweep/tune.py, docs/tuning.md) ---
     tune_trials: int | None = key(None, "tuning: trials per configuration (a sweep point without the tuned keys)",
                                   check=_int(1), since=2)
     tune_budget_hours: float | None = key(None, "tuning: training hours per configuration; no trial starts once "

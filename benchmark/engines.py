@@ -1,5 +1,5 @@
 """Keras's engines: TensorFlow (the default and the reference), JAX and PyTorch. A training or inference command
-chooses one before Keras is imported; on JAX and PyTorch, TensorFlow is never imported (see benchmark/batches.py
+chooses one before Keras is imported; on JAX and PyTorch, TensorFlow is never imported (see benchmark/input/batches.py
 for their input path)."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def activate_for_run(run) -> str:
     """The engine for scoring a run: $KERAS_BACKEND if set, else the one the run was trained on."""
     if os.environ.get("KERAS_BACKEND"):
         return activate(None)
-    from benchmark.rundir import read_config
+    from benchmark.runs.rundir import read_config
 
     cfg = read_config(Path(run))
     return activate(getattr(cfg, "keras_backend", None) if cfg else None)

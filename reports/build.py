@@ -1,7 +1,7 @@
 """`python -m benchmark report`: the comparison page, one page per run, summary.csv and summary.json, rebuilt
 from the files of the run directories alone (no retraining, no TensorFlow).
 
-What the pages show is read from three lists: the metrics (`reports.metrics.SUMMARY_METRICS`), the figures
+What the pages show is read from three lists: the metrics (`benchmark.evaluation.metrics.SUMMARY_METRICS`), the figures
 (`reports.figures.FIGURES`) and the summary table's columns (`summary_columns`, built from the metrics).
 """
 
@@ -17,15 +17,15 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.rundir import GRADCAM, atomic_write_text, json_text
+from benchmark.evaluation.compare import compare, comparison_matrix, configuration_key
+from benchmark.evaluation.metrics import SUMMARY_METRICS
+from benchmark.evaluation.stats import t_interval
+from benchmark.runs.rundir import GRADCAM, atomic_write_text, json_text
 from reports import figures as figs
-from reports.compare import compare, comparison_matrix, configuration_key
-from reports.metrics import SUMMARY_METRICS
 from reports.public import known_roots, make_public, strip_roots
 from reports.references import references_for
 from reports.runs import find_runs, load_run
 from reports.tuning import tuning_section, tuning_summary
-from reports.stats import t_interval
 
 RUN_COLUMNS = ["run", "backbone", "engine", "status", "policy", "finetune", "image_size", "seed", "loss", "weights", "protocol",
                "unit"]
@@ -77,7 +77,7 @@ def summary_row(run: dict) -> dict:
 
 def choose_reference(runs: list[dict], matrix: dict, reference: str | None) -> str | None:
     """Each run gets its configuration's macro comparison against the reference configuration (the best on
-    validation mean AUROC over its seeds, chosen by reports.compare, never on test): configuration minus
+    validation mean AUROC over its seeds, chosen by benchmark.evaluation.compare, never on test): configuration minus
     reference."""
     if reference is None:
         return None
@@ -119,7 +119,7 @@ def subgroup_gaps(runs: list[dict]) -> list[dict]:
     out = []
     for r in runs:
         recorded = (r.get("test_metrics") or {}).get("subgroup_gaps")
-        if recorded is not None:  # reports.subgroups: with patient-bootstrap CIs
+        if recorded is not None:  # benchmark.evaluation.subgroups: with patient-bootstrap CIs
             out += [{"run": r["name"], "attribute": attribute, **gaps} for attribute, gaps in recorded.items()]
             continue
         groups = ((r.get("test_metrics") or {}).get("subgroups")) or {}
@@ -224,7 +224,7 @@ def build_figures(page: str, runs: list[dict], labels, synthetic: bool) -> list[
 
 def report_folder(path: Path, public: bool) -> Path:
     """The report's folder (report/, or report-public/), which must be missing, empty or a report of ours."""
-    from benchmark.ownership import claim
+    from benchmark.runs.ownership import claim
 
     folder = path / ("report-public" if public else "report")
 
@@ -318,7 +318,7 @@ COMPARISON_KEYS = ("a", "b", "label", "diff", "ci", "p", "p_holm", "test", "resa
 def macro_over_supported(runs: list[dict], result) -> None:
     """A run's test mean AUROC (and its CI) over the labels with enough positives only, as its comparisons use
     (metrics.json from a run scored with a lower min_positives averages in rare labels)."""
-    from reports.stats import percentile_ci
+    from benchmark.evaluation.stats import percentile_ci
 
     for group in result.support:
         kept = [lab for lab, s in group["labels"].items() if s["kept"]]

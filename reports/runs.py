@@ -1,5 +1,5 @@
 """Reading run directories for the report: everything it shows about a run comes from the run's files
-(`benchmark.rundir` names them). The metrics are read from metrics.json, the one place they are computed; they
+(`benchmark.runs.rundir` names them). The metrics are read from metrics.json, the one place they are computed; they
 are computed again from the prediction files only for a run that has none."""
 
 from __future__ import annotations
@@ -11,10 +11,26 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.rundir import (CONFIG, ENVIRONMENT, EXTERNAL, GALLERY, GRADCAM, HISTORY, METRICS, REQUESTED, RUNS, STATUS,
-                              SWEEP_CONFIG, THRESHOLDS, TIMING, predictions_file, read_json, read_status)
-from benchmark.rundir import FINGERPRINT
-from benchmark.rundir import read_csv as read_run_csv
+from benchmark.runs.rundir import (
+    CONFIG,
+    ENVIRONMENT,
+    EXTERNAL,
+    FINGERPRINT,
+    GALLERY,
+    GRADCAM,
+    HISTORY,
+    METRICS,
+    REQUESTED,
+    RUNS,
+    STATUS,
+    SWEEP_CONFIG,
+    THRESHOLDS,
+    TIMING,
+    predictions_file,
+    read_json,
+    read_status,
+)
+from benchmark.runs.rundir import read_csv as read_run_csv
 
 
 def is_run_dir(path: Path) -> bool:
@@ -57,14 +73,14 @@ def load_external(run_dir: Path) -> dict:
 def find_runs(path: Path, plan: list[str] | None = None) -> list[Path]:
     """The run directories a report shows: the folder itself if it is one run; else the runs of the sweep's
     current plan (`plan`, or the one its sweep.yaml gives), in plan order; else every run folder under it."""
-    from benchmark.rundir import IMPORTED, imported_runs
+    from benchmark.runs.rundir import IMPORTED, imported_runs
 
     if any((path / name).is_file() for name in (CONFIG, REQUESTED, IMPORTED)):
         return [path]
     runs_dir = path / RUNS if (path / RUNS).is_dir() else path
     if plan is None and (path / SWEEP_CONFIG).is_file():
-        from benchmark.rundir import read_config
-        from benchmark.plan import plan_runs
+        from benchmark.runs.plan import plan_runs
+        from benchmark.runs.rundir import read_config
 
         plan = [name for name, _ in plan_runs(read_config(path, SWEEP_CONFIG))]
     if plan is not None:
@@ -98,12 +114,12 @@ def truth_probs(frame: pd.DataFrame, labels) -> tuple[np.ndarray, np.ndarray]:
 
 def load_run(run_dir: Path, n_boot: int) -> dict:
     """Everything the report shows about one run, read from its files."""
-    from benchmark.rundir import IMPORTED
-    from reports.metrics import score_split
+    from benchmark.evaluation.metrics import score_split
+    from benchmark.runs.rundir import IMPORTED
 
     cfg_file = run_dir / CONFIG if (run_dir / CONFIG).is_file() else run_dir / REQUESTED
     cfg = (yaml.safe_load(cfg_file.read_text()) or {}) if cfg_file.is_file() else {}
-    imported = read_json(run_dir / IMPORTED)  # another model's predictions (benchmark.imported): no training files
+    imported = read_json(run_dir / IMPORTED)  # another model's predictions (benchmark.sweep.imported): no training files
     if imported:
         cfg = imported.get("config") or {}
     status = read_status(run_dir)
@@ -145,7 +161,7 @@ def load_run(run_dir: Path, n_boot: int) -> dict:
 def _model_card(run_dir: Path) -> dict:
     """The run's model card (model_card.json, or made from its files for a run finished before cards), in full and
     in its public form."""
-    from benchmark.model_card import MODEL_CARD, model_card, public_card
+    from benchmark.evaluation.model_card import MODEL_CARD, model_card, public_card
 
     card = read_json(run_dir / MODEL_CARD) or model_card(run_dir)
     return {"full": card, "public": public_card(card)}

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.rundir import SWEEP_CONFIG, read_config
+from benchmark.runs.rundir import SWEEP_CONFIG, read_config
 
 
 def tuned_config(path: Path):
     """The sweep's configuration when it tunes, else None."""
-    from benchmark.plan import is_tuned
+    from benchmark.runs.plan import is_tuned
 
     path = Path(path)
     cfg = read_config(path, SWEEP_CONFIG) if (path / SWEEP_CONFIG).is_file() else None
@@ -23,7 +23,7 @@ def tuned_config(path: Path):
 def tuning_summary(path: Path) -> dict:
     """summary.json's "tuning": {configuration: {trials, pruned, failed, best_trial, best_params, best_val,
     budget}} ({} for a sweep that does not tune)."""
-    from benchmark.plan import chosen_trial, configurations, trials_of
+    from benchmark.runs.plan import chosen_trial, configurations, trials_of
 
     cfg = tuned_config(path)
     if cfg is None:
@@ -45,7 +45,7 @@ def tuning_summary(path: Path) -> dict:
 
 def expected_curve(values: list[float]) -> list[tuple[int, float]]:
     """(n, expected best of n trials) for n = 1 .. the number of scored trials."""
-    from benchmark.plan import expected_max
+    from benchmark.runs.plan import expected_max
 
     return [(n, expected_max(values, n)) for n in range(1, len(values) + 1)]
 
@@ -70,7 +70,7 @@ def budget_figure(curves: dict, synthetic: bool) -> bytes | None:
 def importances(path: Path, cfg) -> dict:
     """Optuna's hyperparameter importance per configuration (with two or more tuned keys and Optuna installed;
     {} otherwise: the page says why)."""
-    from benchmark.plan import DB
+    from benchmark.runs.plan import DB
 
     if len(cfg.tune_space) < 2 or not (Path(path) / DB).is_file():
         return {}
@@ -99,7 +99,7 @@ def shown(value) -> str:
 
 def rank_first(configurations: list, seed: int = 0) -> dict | None:
     """The probability that each configuration ranks first on test mean AUROC (over the labels every one of them
-    supports), resampling patients (the comparison's shared patient bootstrap, `reports.compare`) and seeds (one of
+    supports), resampling patients (the comparison's shared patient bootstrap, `benchmark.evaluation.compare`) and seeds (one of
     a configuration's runs drawn per resample): {name: share of resamples it won}, or None with fewer than two
     configurations or no resamples."""
     import numpy as np
@@ -124,10 +124,10 @@ def rank_first(configurations: list, seed: int = 0) -> dict | None:
 
 def tuning_section(path: Path, summary: dict, synthetic: bool, compared: list | None = None) -> dict | None:
     """What the page's tuning section shows, or None for a sweep that does not tune; `compared` are the
-    comparison's configurations (reports.compare), for the probability that each ranks first."""
+    comparison's configurations (benchmark.evaluation.compare), for the probability that each ranks first."""
     import base64
 
-    from benchmark.plan import trials_of
+    from benchmark.runs.plan import trials_of
 
     cfg = tuned_config(path)
     if cfg is None or not summary:

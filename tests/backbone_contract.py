@@ -19,8 +19,8 @@ def run_backbone_contract(name: str, precision: str = "mixed_bfloat16") -> dict:
     import keras
     import numpy as np
 
-    from benchmark.network import classifier_for
     from benchmark.config import Config
+    from benchmark.train.network import classifier_for
     from models.registry import REGISTRY
 
     before = keras.config.dtype_policy()

@@ -23,7 +23,7 @@ def private_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def phantom(tmp_path_factory) -> Path:
     """A small phantom (300 images at 64 px); returns the CheXpert-v1.0-small folder."""
-    from benchmark.data.phantom import FOLDER, make_phantom
+    from benchmark.phantom import FOLDER, make_phantom
 
     out = tmp_path_factory.mktemp("phantom")
     make_phantom(out, n=300, size=64, seed=3)

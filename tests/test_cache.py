@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmark.cache import build_cache
 from benchmark.errors import UserError
-from benchmark.images import load_image
+from benchmark.input.cache import build_cache
+from benchmark.input.images import load_image
 from tests.helpers import NIH_SAMPLE, needs_shared, write_pngs
 
 
@@ -55,7 +55,7 @@ def test_cache_over_the_real_nih_sample(tmp_path):
 
 
 def test_process_decoding_matches_threads_and_names_bad_files(tmp_path, monkeypatch):
-    import benchmark.decoders as decoders_module
+    import benchmark.input.decoders as decoders_module
 
     files = write_pngs(tmp_path, 24)
     by_threads = build_cache(files, 16, cache_dir=tmp_path / "threads", log=None)
@@ -72,7 +72,7 @@ def test_process_decoding_matches_threads_and_names_bad_files(tmp_path, monkeypa
 
 
 def test_started_decoders_are_used_by_the_next_build_then_stopped(tmp_path):
-    import benchmark.decoders as cache_module
+    import benchmark.input.decoders as cache_module
 
     if not cache_module._processes_possible():
         pytest.skip("no fork server (or one core) here: builds use threads")
@@ -100,12 +100,12 @@ def test_decoder_processes_exit_when_the_process_that_started_them_is_killed(tmp
     import subprocess
     import sys
 
-    from benchmark.decoders import _processes_possible
-    from benchmark.processes import process_alive
+    from benchmark.input.decoders import _processes_possible
+    from benchmark.runs.processes import process_alive
 
     if not _processes_possible():
         pytest.skip("decoder processes need a fork server and two cores")
-    script = ("from benchmark.decoders import start_decoders, decoders_ready, _STARTED\n"
+    script = ("from benchmark.input.decoders import start_decoders, decoders_ready, _STARTED\n"
               "import time\n"
               "if __name__ == '__main__':\n"
               "    start_decoders(2)\n"
@@ -130,7 +130,7 @@ def test_decoder_processes_exit_when_the_process_that_started_them_is_killed(tmp
 
 
 def test_workers_follow_the_cores_this_process_may_use(monkeypatch):
-    from benchmark import decoders as cache
+    from benchmark.input import decoders as cache
 
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no CPU affinity on this platform")
@@ -144,7 +144,8 @@ def test_workers_follow_the_cores_this_process_may_use(monkeypatch):
 
 
 def test_work_spans_cover_every_image_once_largest_first():
-    from benchmark.decoders import SPAN_MAX, spans as _spans
+    from benchmark.input.decoders import SPAN_MAX
+    from benchmark.input.decoders import spans as _spans
 
     spans = _spans(1000, 2)
     assert spans[0] == (0, 125)  # an eighth: a quarter of each worker's share
@@ -159,9 +160,9 @@ def test_work_spans_cover_every_image_once_largest_first():
 def test_unreadable_image_and_cache_write_failure_are_clear_errors(tmp_path, monkeypatch):
     import errno
 
-    import benchmark.decoders as decoders_module
-    import benchmark.images as images_module
-    from benchmark.images import BadImage, read_gray
+    import benchmark.input.decoders as decoders_module
+    import benchmark.input.images as images_module
+    from benchmark.input.images import BadImage, read_gray
 
     files = write_pngs(tmp_path, 3)
 
@@ -183,7 +184,7 @@ def test_unreadable_image_and_cache_write_failure_are_clear_errors(tmp_path, mon
 
 
 def test_cache_complete_when_the_file_system_takes_short_writes(tmp_path, monkeypatch):
-    import benchmark.decoders as cache_module
+    import benchmark.input.decoders as cache_module
 
     files = write_pngs(tmp_path, 5)
     expected = np.stack([load_image(f, 16) for f in files])
@@ -202,7 +203,7 @@ def test_cache_complete_when_the_file_system_takes_short_writes(tmp_path, monkey
 def test_cache_usable_before_its_files_are_finished_and_abandoned_builds_removed(tmp_path):
     import socket
 
-    from benchmark.cache import cache_key
+    from benchmark.input.cache import cache_key
 
     files = write_pngs(tmp_path, 6)
     host = socket.gethostname()
@@ -229,7 +230,7 @@ def test_cache_usable_before_its_files_are_finished_and_abandoned_builds_removed
 def test_full_disk_is_an_error_and_no_fallocate_is_not(tmp_path, monkeypatch):
     import errno
 
-    import benchmark.cache as cache_module
+    import benchmark.input.cache as cache_module
 
     files = write_pngs(tmp_path, 3)
 
@@ -273,7 +274,7 @@ def test_a_build_in_progress_is_never_removed_as_abandoned(tmp_path):
     import subprocess
     import sys
 
-    from benchmark.cache import _remove_abandoned
+    from benchmark.input.cache import _remove_abandoned
     from tests.helpers import ROOT
 
     cache_dir = tmp_path / "c"

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from reports.compare import compare
-from reports.metrics import compute_metrics
-from reports.stats import bh, bootstrap_p, holm, normal_p
+from benchmark.evaluation.compare import compare
+from benchmark.evaluation.metrics import compute_metrics
+from benchmark.evaluation.stats import bh, bootstrap_p, holm, normal_p
 
 
 def _clustered(patients=300, per_patient=8, labels=2, seed=0):
@@ -61,7 +61,7 @@ def test_per_label_tests_are_clustered_by_patient_and_match_an_independent_patie
     assert row["diff"] == pytest.approx(skm.roc_auc_score(truth[:, 0], pb[:, 0])
                                         - skm.roc_auc_score(truth[:, 0], pa[:, 0]))
     # DeLong, which takes the 2,400 images as independent, understates that error
-    from reports.stats import delong
+    from benchmark.evaluation.stats import delong
 
     assert delong(truth[:, 0], pa[:, 0], pb[:, 0])["se"] < 0.8 * independent
 
@@ -183,7 +183,7 @@ def test_subgroups_are_averaged_over_the_labels_every_group_shares():
 
 def test_the_underdiagnosis_rate_where_the_labels_have_no_finding():
     """Seyyed-Kalantari et al.: of the units with a finding, the share called No Finding, per group."""
-    from reports.subgroups import attribute_gaps
+    from benchmark.evaluation.subgroups import attribute_gaps
 
     n = 120
     sex = np.repeat(["F", "M"], n // 2)

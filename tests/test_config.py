@@ -2,7 +2,7 @@ import pytest
 
 from benchmark.config import Config, grid, load_config, merge, parse_set, run_name
 from benchmark.errors import UserError
-from benchmark.plan import plan_runs
+from benchmark.runs.plan import plan_runs
 from tests.helpers import ROOT, one_line_error, run_cli
 
 
@@ -38,7 +38,9 @@ def test_unknown_key_and_bad_values_are_clear_errors():
 
 
 def test_frozen():
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         Config().epochs = 3
 
 
@@ -87,7 +89,7 @@ def test_a_bad_value_is_one_line_and_exit_2_before_any_work(tmp_path):
 
 def test_every_key_is_declared_once_with_a_doc_and_the_lists_derive_from_it():
     from benchmark import config as c
-    from benchmark.fingerprint import config_part
+    from benchmark.runs.fingerprint import config_part
 
     assert all(spec.doc.strip() for spec in c.KEYS.values()), [n for n, s in c.KEYS.items() if not s.doc.strip()]
     assert set(c.PATH_KEYS) >= {"data_root", "train_csv", "valid_csv", "test_csv", "cache_dir", "weights_dir",

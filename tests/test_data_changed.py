@@ -4,12 +4,12 @@
 import pytest
 
 from benchmark.config import dump_yaml
-from benchmark.data.phantom import FOLDER, make_phantom
-from benchmark.fingerprint import config_part
-from benchmark.ownership import claim
-from benchmark.prepare import data_fingerprint
-from benchmark.rundir import write_json
-from benchmark.sweep import plan_runs
+from benchmark.input.prepare import data_fingerprint
+from benchmark.phantom import FOLDER, make_phantom
+from benchmark.runs.fingerprint import config_part
+from benchmark.runs.ownership import claim
+from benchmark.runs.rundir import write_json
+from benchmark.sweep.run import plan_runs
 from tests.helpers import one_line_error, run_cli, tiny_config, tree_state
 
 

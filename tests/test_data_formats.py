@@ -9,9 +9,9 @@ import pytest
 
 from benchmark.config import Config
 from benchmark.data.inspect import inspect_table
+from benchmark.data.labels import CHEXPERT_14, NIH_14
 from benchmark.data.load import assign_splits, load_dataset, load_table
 from benchmark.errors import UserError
-from benchmark.data.labels import CHEXPERT_14, NIH_14
 from tests.helpers import CHEXPERT_META, NIH_META, NIH_SAMPLE, needs_shared, run_cli
 
 

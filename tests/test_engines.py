@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 
 from benchmark.config import load_config
-from benchmark.fingerprint import config_part
-from tests.helpers import (CI_PROFILE, assert_run_contract, engine_env, kill_9_when, one_line_error, run_cli,
-                           train_args)
+from benchmark.runs.fingerprint import config_part
+from tests.helpers import CI_PROFILE, assert_run_contract, engine_env, kill_9_when, one_line_error, run_cli, train_args
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -23,7 +22,7 @@ FAST = ("augment=false", "bootstrap=0", "image_size=32")
 
 
 def test_cache_batches_cover_every_row_once_per_epoch_in_an_order_set_by_seed_and_epoch():
-    from benchmark.batches import CacheBatches
+    from benchmark.input.batches import CacheBatches
 
     images = np.arange(50 * 4 * 4, dtype=np.uint8).reshape(50, 4, 4)
     rows = np.arange(10, 47)
@@ -53,8 +52,8 @@ def test_cache_batches_cover_every_row_once_per_epoch_in_an_order_set_by_seed_an
 
 
 def test_numpy_ten_crop_matches_the_tensorflow_one():
-    from benchmark.batches import ten_crop as np_ten_crop
-    from benchmark.pipeline import ten_crop as tf_ten_crop
+    from benchmark.input.batches import ten_crop as np_ten_crop
+    from benchmark.input.pipeline import ten_crop as tf_ten_crop
 
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (3, 21, 21, 1), dtype=np.uint8)

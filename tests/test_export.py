@@ -21,9 +21,9 @@ def _copy_run(sweep, name, dest):
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["mobilenet", "resnet34"])
 def test_exports_match_the_keras_model_on_the_test_images(sweep, tmp_path, backbone):
-    from benchmark.export import EXPORT, EXPORTS, Runner, export_run, test_images
-    from benchmark.inference import load_model
-    from benchmark.rundir import read_config
+    from benchmark.evaluation.export import EXPORT, EXPORTS, Runner, export_run, test_images
+    from benchmark.evaluation.inference import load_model
+    from benchmark.runs.rundir import read_config
 
     run = _copy_run(sweep, f"{backbone}-32px", tmp_path)
     # ONNX and LiteRT where the [export] extra is installed (CI installs [test] only: SavedModel there)
@@ -50,7 +50,7 @@ def test_exports_match_the_keras_model_on_the_test_images(sweep, tmp_path, backb
 
 @pytest.mark.slow
 def test_an_export_that_differs_is_refused_naming_the_largest_difference(sweep, tmp_path, monkeypatch):
-    from benchmark import export
+    from benchmark.evaluation import export
 
     run = _copy_run(sweep, "mobilenet-32px", tmp_path)
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # every difference, even 0, is too large
@@ -62,7 +62,7 @@ def test_an_export_that_differs_is_refused_naming_the_largest_difference(sweep, 
 
 
 def test_a_missing_converter_is_one_line_with_the_pip_hint(monkeypatch):
-    from benchmark import export
+    from benchmark.evaluation import export
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a))
@@ -74,7 +74,7 @@ def test_a_missing_converter_is_one_line_with_the_pip_hint(monkeypatch):
 
 
 def test_export_never_replaces_a_file_it_did_not_make(tmp_path):
-    from benchmark.export import _target
+    from benchmark.evaluation.export import _target
 
     mine = tmp_path / "mine.onnx"
     mine.write_text("a user's file")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmark.errors import UserError
-from benchmark.ownership import LAYOUT, MARKER, claim, kind_of, read_marker
+from benchmark.runs.ownership import LAYOUT, MARKER, claim, kind_of, read_marker
 from tests.helpers import one_line_error, run_cli, tree_state
 
 

@@ -4,7 +4,7 @@ model."""
 
 import os
 
-from benchmark.evaluation import overlay_stem, write_new
+from benchmark.evaluation.evaluate import overlay_stem, write_new
 
 
 def test_two_inputs_of_one_file_name_get_their_own_overlays(tmp_path):

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmark.images import BadImage, load_image, read_gray, resize_square
+from benchmark.input.images import BadImage, load_image, read_gray, resize_square
 from tests.helpers import TEST_DATA
 
 NIH = TEST_DATA / "nih"
@@ -80,7 +80,7 @@ def test_a_decompression_bomb_and_an_image_opencv_refuses_are_bad_images(tmp_pat
         read_gray(str(bomb))
     good = tmp_path / "good.jpg"
     cv2.imwrite(str(good), np.full((30, 40), 100, np.uint8))
-    from benchmark.images import announced_size
+    from benchmark.input.images import announced_size
 
     assert announced_size(good.read_bytes()) == (40, 30)
     with pytest.raises(BadImage, match="announces 40 x 30 pixels"):
@@ -95,7 +95,7 @@ def test_a_decompression_bomb_and_an_image_opencv_refuses_are_bad_images(tmp_pat
 
 
 def test_bad_images_of_every_kind_are_skipped_with_skip_bad_images(tmp_path, monkeypatch):
-    from benchmark.cache import build_cache
+    from benchmark.input.cache import build_cache
 
     files = []
     for i in range(4):

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from benchmark.errors import UserError
-from benchmark.ownership import FolderLock, claim, holder_text
+from benchmark.runs.ownership import FolderLock, claim, holder_text
 from tests.helpers import one_line_error, run_cli, tree_state
 
 
@@ -45,7 +45,7 @@ def test_a_lock_file_that_is_a_link_is_not_followed(sweep, tmp_path):
 
 
 def test_a_second_make_phantom_into_the_same_folder_is_refused(tmp_path):
-    from benchmark.data.phantom.writer import LOCK
+    from benchmark.phantom.writer import LOCK
 
     out = tmp_path / "phantom"
     out.mkdir()
@@ -55,7 +55,7 @@ def test_a_second_make_phantom_into_the_same_folder_is_refused(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing written beside the lock
     result = run_cli("data", "make-phantom", "--out", out, "--n", 20, "--size", 32)  # then it is made
     assert result.returncode == 0, result.stderr[-2000:]
-    from benchmark.ownership import kind_of
+    from benchmark.runs.ownership import kind_of
 
     assert kind_of(out / "CheXpert-v1.0-small") == "phantom"
     result = run_cli("data", "make-phantom", "--out", out, "--n", 20, "--size", 32, "--seed", 1)  # over its own
@@ -64,7 +64,7 @@ def test_a_second_make_phantom_into_the_same_folder_is_refused(tmp_path):
 
 def test_evaluate_and_retrain_are_refused_while_the_folder_is_in_use(tmp_path):
     from benchmark.config import dump_yaml
-    from benchmark.sweep import plan_runs
+    from benchmark.sweep.run import plan_runs
     from tests.helpers import tiny_config
 
     cfg = tiny_config(tmp_path / "phantom")

@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from benchmark.losses import MaskedBCE, MaskedFocal, make_loss, positive_weights  # noqa: E402
+from models.losses import MaskedBCE, MaskedFocal, make_loss, positive_weights  # noqa: E402
 
 NAN = float("nan")
 

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from reports.metrics import auroc, choose_thresholds, compute_metrics, expected_calibration_error, score_split
+from benchmark.evaluation.metrics import (
+    auroc,
+    choose_thresholds,
+    compute_metrics,
+    expected_calibration_error,
+    score_split,
+)
 
 NAN = np.nan
 
@@ -145,7 +151,7 @@ def test_subgroups_by_sex_age_and_view_with_the_false_negative_rate():
 
 
 def test_operating_points_are_chosen_on_validation_and_read_on_test():
-    from reports.metrics import operating_threshold
+    from benchmark.evaluation.metrics import operating_threshold
 
     # negatives 0.1 .. 1.0 (ten): specificity 0.90 needs nine below t -> just above 0.9
     neg = np.round(np.arange(1, 11) / 10, 1)
@@ -170,7 +176,7 @@ def test_operating_points_are_chosen_on_validation_and_read_on_test():
 def test_calibration_slope_and_intercept_against_sklearn():
     from sklearn.linear_model import LogisticRegression
 
-    from reports.metrics import calibration_fit
+    from benchmark.evaluation.metrics import calibration_fit
 
     rng = np.random.default_rng(5)
     logit = rng.normal(0, 1.5, 3000)

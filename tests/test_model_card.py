@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from benchmark.cli import main
-from benchmark.model_card import ABSOLUTE, INTENDED_USE, public_card
+from benchmark.evaluation.model_card import ABSOLUTE, INTENDED_USE, public_card
 from tests.helpers import COMPETITION5
 
 FIELDS = {"schema", "model", "data", "label_space", "training", "metrics", "subgroups", "external_results",

@@ -8,7 +8,7 @@ keras = pytest.importorskip("keras")
 
 from benchmark.config import Config  # noqa: E402
 from benchmark.errors import UserError  # noqa: E402
-from benchmark.network import classifier_for  # noqa: E402
+from benchmark.train.network import classifier_for  # noqa: E402
 from models.classifier import set_bn_momentum  # noqa: E402
 from models.flops import count_flops  # noqa: E402
 from models.registry import REGISTRY, build_backbone, get_spec  # noqa: E402
@@ -130,5 +130,6 @@ def test_preprocessing_modes():
     x = np.full((1, 2, 2, 1), 255.0, np.float32)
     assert np.allclose(GrayToBackbone("tf")(x), 1.0)
     torch = np.asarray(GrayToBackbone("torch")(x))
-    assert torch.shape == (1, 2, 2, 3) and np.allclose(torch[0, 0, 0], [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225])
+    assert torch.shape == (1, 2, 2, 3)
+    assert np.allclose(torch[0, 0, 0], [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225])
     assert np.allclose(np.asarray(GrayToBackbone("caffe")(x))[0, 0, 0], [255 - 103.939, 255 - 116.779, 255 - 123.68])

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from benchmark.errors import UserError
-from benchmark.ownership import FolderLock, claim, is_ours, lock_is_held, remove_ours
+from benchmark.runs.ownership import FolderLock, claim, is_ours, lock_is_held, remove_ours
 from tests.helpers import ROOT, one_line_error, run_cli, tree_state
 
 
@@ -51,7 +51,7 @@ def test_the_default_profile_pointed_at_a_download_refuses_and_leaves_it_untouch
 
 
 def test_the_phantom_is_remade_only_over_its_own_files(tmp_path):
-    from benchmark.data.phantom import FOLDER, make_phantom
+    from benchmark.phantom import FOLDER, make_phantom
 
     make_phantom(tmp_path, n=24, size=32, seed=1)
     assert (tmp_path / FOLDER / "SYNTHETIC_PHANTOM.txt").is_file()
@@ -94,7 +94,7 @@ def test_train_refuses_an_out_folder_that_is_not_a_run(phantom, tmp_path):
 
 def test_a_lock_names_its_holder_and_dies_with_it(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from benchmark.ownership import FolderLock\n"
+        "import sys, time; from benchmark.runs.ownership import FolderLock\n"
         f"FolderLock(__import__('pathlib').Path({str(tmp_path)!r}), 'sweep').acquire()\n"
         "print('held', flush=True); time.sleep(60)")], cwd=ROOT, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -112,10 +112,10 @@ def test_a_lock_names_its_holder_and_dies_with_it(tmp_path):
 
 
 def test_a_child_ends_when_its_parent_is_gone_without_prctl(tmp_path):
-    """The watch a sweep's runs start (benchmark.processes.watch_parent), tested on its own."""
+    """The watch a sweep's runs start (benchmark.runs.processes.watch_parent), tested on its own."""
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     child = subprocess.Popen([sys.executable, "-c", (
-        "import time; from benchmark.processes import watch_parent\nwatch_parent()\ntime.sleep(60)")],
+        "import time; from benchmark.runs.processes import watch_parent\nwatch_parent()\ntime.sleep(60)")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "CXR_BENCH_PARENT_PID": str(parent.pid)})
     try:
         time.sleep(1.0)

@@ -13,7 +13,8 @@ def test_perf_pipeline_reports_every_rate_as_json(phantom):
     from benchmark.data.formats import default_csv
     from benchmark.data.load import load_table
 
-    assert out["images"] == len(load_table("phantom", default_csv("phantom", phantom), phantom).frame) and out["image_size"] == 32 and len(out["runs"]["first_pass"]) == 2
+    assert out["images"] == len(load_table("phantom", default_csv("phantom", phantom), phantom).frame)
+    assert out["image_size"] == 32 and len(out["runs"]["first_pass"]) == 2
     for key in ("first_pass", "cache_build", "cached", "image_data_generator", "decode_limit"):
         assert out[key] > 0, key
     assert out["first_pass"] < out["cache_build"]  # the first pass includes the build

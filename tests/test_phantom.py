@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from benchmark.data.labels import CHEXPERT_14
-from benchmark.data.phantom import FOLDER, make_phantom, phantom_is_complete
-from benchmark.data.phantom.anatomy import Anatomy
-from benchmark.data.phantom.frontal import FRONTAL_STEPS, render_frontal
-from benchmark.data.phantom.labels import IDX, sample_labels
+from benchmark.phantom import FOLDER, make_phantom, phantom_is_complete
+from benchmark.phantom.anatomy import Anatomy
+from benchmark.phantom.frontal import FRONTAL_STEPS, render_frontal
+from benchmark.phantom.labels import IDX, sample_labels
 
 FINDINGS = ["Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
             "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",

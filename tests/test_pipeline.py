@@ -3,17 +3,16 @@ decoding."""
 
 import time
 
-import cv2
 import numpy as np
 import pytest
 
-from benchmark.images import load_image
+from benchmark.input.images import load_image
 from tests.helpers import write_pngs
 
 
 def test_pipeline_batches_order_and_shuffle(tmp_path):
     tf = pytest.importorskip("tensorflow")
-    from benchmark.pipeline import make_dataset, ten_crop
+    from benchmark.input.pipeline import make_dataset, ten_crop
 
     images = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((10, 8, 8), np.uint8)
     rows = np.array([9, 3, 5, 1, 0, 2, 4, 6, 8, 7])
@@ -34,7 +33,7 @@ def test_pipeline_batches_order_and_shuffle(tmp_path):
 
 def test_pipeline_shares_a_memory_map_and_reads_large_caches_batchwise(tmp_path, monkeypatch):
     pytest.importorskip("tensorflow")
-    import benchmark.pipeline as pipeline
+    import benchmark.input.pipeline as pipeline
 
     path = tmp_path / "images.u8"
     (np.arange(12, dtype=np.uint8)[:, None, None] * 10 * np.ones((12, 8, 8), np.uint8)).tofile(path)
@@ -64,9 +63,9 @@ def test_pipeline_shares_a_memory_map_and_reads_large_caches_batchwise(tmp_path,
 
 def test_pipeline_set_up_while_decoding_reads_the_decoded_images_and_cancel_cleans_up(tmp_path):
     pytest.importorskip("tensorflow")
-    import benchmark.decoders as cache_module
-    from benchmark.cache import begin_cache
-    from benchmark.pipeline import make_dataset, release_tensors
+    import benchmark.input.decoders as cache_module
+    from benchmark.input.cache import begin_cache
+    from benchmark.input.pipeline import make_dataset, release_tensors
 
     files = write_pngs(tmp_path, 24)
     expected = np.stack([load_image(f, 16) for f in files])
@@ -94,7 +93,7 @@ def test_pipeline_set_up_while_decoding_reads_the_decoded_images_and_cancel_clea
 
 
 def test_prepare_returns_while_decoding_and_completes(phantom, tmp_path):
-    from benchmark.prepare import prepare
+    from benchmark.input.prepare import prepare
     from tests.helpers import tiny_config
 
     cfg = tiny_config(phantom, cache_dir=str(tmp_path / "c"))
@@ -113,7 +112,7 @@ def test_prepare_returns_while_decoding_and_completes(phantom, tmp_path):
 
 def test_ten_crop_mirrors_only_when_training_mirrored_and_rounds_its_centre():
     pytest.importorskip("tensorflow")
-    from benchmark.pipeline import ten_crop
+    from benchmark.input.pipeline import ten_crop
 
     batch = np.arange(32 * 32, dtype=np.uint8).reshape(1, 32, 32, 1) % 251
     plain = np.asarray(ten_crop(batch))

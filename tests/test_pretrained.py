@@ -96,8 +96,8 @@ def test_weights_per_backbone_and_a_backbone_without_imagenet_weights_is_refused
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["chexpert", "nih"])
 def test_the_comparison_profiles_plan_and_build_all_five_with_pretrained_weights(profile, mirror, phantom):
-    from benchmark.plan import plan_runs
-    from benchmark.network import classifier_for
+    from benchmark.runs.plan import plan_runs
+    from benchmark.train.network import classifier_for
 
     folder, saved = mirror
     cfg = load_config(ROOT / "configs" / f"{profile}.yaml",

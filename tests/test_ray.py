@@ -104,7 +104,7 @@ def _run_on_node(out, node: str, proc, timeout: float) -> str:
     while time.time() < deadline and proc.poll() is None:
         for name in ("mobilenet", "resnet34"):
             log = out / "runs" / name / "train.log"
-            if log.is_file() and f"running on node" in log.read_text() and log.read_text().split(
+            if log.is_file() and "running on node" in log.read_text() and log.read_text().split(
                     "running on node", 1)[1].split("\n", 1)[0].strip().endswith(node):
                 return name
         time.sleep(0.2)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import ray_launcher
-from benchmark.run_contract import Job
+from benchmark.sweep import ray_launcher
+from benchmark.sweep.contract import Job
 
 
 class _RecordingRay:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmark import reference_outputs as ro
 from benchmark.cli import main
+from benchmark.perf import reference_outputs as ro
 
 
 def test_the_reference_file_holds_every_backbone_and_its_images():

@@ -144,8 +144,8 @@ def test_a_public_report_holds_no_paths_ids_or_radiographs(sweep, tmp_path):
 
 
 def test_every_pair_is_compared_with_holm_adjusted_p_and_a_reference_chosen_on_validation(sweep):
-    from reports.scoring import score_units
-    from reports.stats import delong
+    from benchmark.evaluation.scoring import score_units
+    from benchmark.evaluation.stats import delong
 
     out, _ = sweep
     summary = json.loads((out / "report" / "summary.json").read_text())

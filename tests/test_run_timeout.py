@@ -6,10 +6,10 @@ import json
 import time
 
 from benchmark.config import Config
-from benchmark.ownership import claim
-from benchmark.run_contract import Launcher
-from benchmark.rundir import TRAIN_LOG, write_status
-from benchmark.sweep import Scheduler
+from benchmark.runs.ownership import claim
+from benchmark.runs.rundir import TRAIN_LOG, write_status
+from benchmark.sweep.contract import Launcher
+from benchmark.sweep.run import Scheduler
 
 
 class _Scripted(Launcher):

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from reports.stats import (PatientBootstrap, delong, holm, percentile_ci, resampled_auc, resampled_aurocs,
-                           t_interval, resample_seed)
+from benchmark.evaluation.stats import (
+    PatientBootstrap,
+    delong,
+    holm,
+    percentile_ci,
+    resample_seed,
+    resampled_auc,
+    resampled_aurocs,
+    t_interval,
+)
 
 
 def test_resampled_auc_equals_sklearn_with_patient_weights_ties_included():
@@ -58,7 +66,7 @@ def test_the_macro_ci_uses_only_resamples_where_every_label_has_both_classes():
         w = boot.counts[b][boot.inverse]
         expected.append(np.mean([skm.roc_auc_score(truth[:, j], probs[:, j], sample_weight=w) for j in (0, 1)]))
     assert np.allclose(macro, expected)
-    from reports.metrics import compute_metrics
+    from benchmark.evaluation.metrics import compute_metrics
 
     m = compute_metrics(truth, probs, ["good", "rare"], patients, n_boot=400)
     assert m["summary"]["auroc_macro_ci"] == pytest.approx(percentile_ci(expected))

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from benchmark.errors import UserError  # noqa: E402
-from benchmark.training import TrainingFailed, train_run  # noqa: E402
+from benchmark.train.training import TrainingFailed, train_run  # noqa: E402
 from tests.helpers import CI_PROFILE, assert_run_contract, kill_9_when, run_cli, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ def test_a_finished_run_of_other_settings_or_data_is_refused_not_mixed(trained, 
 def test_finetune_modes_and_losses(phantom, tmp_path, finetune, loss, policy):
     import keras
 
-    from benchmark.network import classifier_for
+    from benchmark.train.network import classifier_for
 
     cfg = tiny_config(phantom, backbone="mobilenet", finetune=finetune, loss=loss, policy=policy, epochs=2,
                       gradual_epochs=1, steps_per_epoch=3, gradcam_images=0)
@@ -105,7 +105,7 @@ def test_finetune_modes_and_losses(phantom, tmp_path, finetune, loss, policy):
 def test_nan_loss_stops_and_is_recorded(phantom, tmp_path, monkeypatch):
     import keras
 
-    import benchmark.losses
+    import models.losses
 
     class NaNAfterFirstStep(keras.losses.Loss):
         """Finite on the first batch, NaN from then on (as an overflowing run would be)."""
@@ -118,7 +118,7 @@ def test_nan_loss_stops_and_is_recorded(phantom, tmp_path, monkeypatch):
             self.calls.assign_add(1.0)
             return keras.ops.mean(y_pred) * keras.ops.where(self.calls > 1, float("nan"), 1.0)
 
-    monkeypatch.setattr(benchmark.losses, "make_loss", lambda *a, **k: NaNAfterFirstStep())
+    monkeypatch.setattr(models.losses, "make_loss", lambda *a, **k: NaNAfterFirstStep())
     cfg = tiny_config(phantom, backbone="mobilenet", epochs=2, steps_per_epoch=3, gradcam_images=0)
     with pytest.raises(TrainingFailed, match="the loss became nan"):
         train_run(cfg, tmp_path, log=lambda *a: None)
@@ -163,7 +163,7 @@ def test_unknown_backbone_is_a_one_line_error(phantom, tmp_path):
 
 @pytest.fixture(scope="module")
 def learn_phantom(tmp_path_factory):
-    from benchmark.data.phantom import FOLDER, make_phantom
+    from benchmark.phantom import FOLDER, make_phantom
 
     out = tmp_path_factory.mktemp("learn")
     make_phantom(out, n=1000, size=64, seed=11)
@@ -196,7 +196,7 @@ def test_a_finished_run_keeps_its_model_without_optimiser_state_and_no_checkpoin
 def test_a_full_disk_is_one_error_naming_the_folder_then_the_run_resumes(phantom, tmp_path, monkeypatch):
     import errno
 
-    import benchmark.callbacks as callbacks
+    import benchmark.train.callbacks as callbacks
 
     real = callbacks.atomic_save_model
 
@@ -220,7 +220,7 @@ def test_a_full_disk_is_one_error_naming_the_folder_then_the_run_resumes(phantom
 
 
 def test_nan_predictions_with_a_finite_loss_stop_the_run_clearly(phantom, tmp_path, monkeypatch):
-    import benchmark.inference as inference
+    import benchmark.evaluation.inference as inference
 
     monkeypatch.setattr(inference, "predict_probs", lambda model, images, rows, *a, **k: np.full((len(rows), 5),
                                                                                                   np.nan))
@@ -267,8 +267,8 @@ def test_the_gpu_settings_train_on_the_cpu_and_the_saved_model_predicts_the_same
     and a saved model that loads and predicts what the run predicted."""
     import keras
 
-    from benchmark.inference import load_model, predict_probs
-    from benchmark.prepare import prepare
+    from benchmark.evaluation.inference import load_model, predict_probs
+    from benchmark.input.prepare import prepare
 
     cfg = tiny_config(phantom, backbone="mobilenet", epochs=1, steps_per_epoch=2, gradcam_images=0, bootstrap=0,
                       **setting)
@@ -292,7 +292,7 @@ def test_the_gpu_settings_train_on_the_cpu_and_the_saved_model_predicts_the_same
 
 def test_pretrained_runs_keep_their_batchnorm_statistics():
     from benchmark.config import Config
-    from benchmark.training import reestimate_batches
+    from benchmark.train.training import reestimate_batches
 
     assert reestimate_batches(Config(weights=None)) == 10  # from scratch: re-estimated
     assert reestimate_batches(Config(weights="imagenet")) == 0  # pretrained: kept

@@ -1,4 +1,4 @@
-"""Tuning (benchmark/tune.py, reports/tuning.py): the keys and their refusals, the expected best of n trials
+"""Tuning (benchmark/sweep/tune.py, reports/tuning.py): the keys and their refusals, the expected best of n trials
 against enumeration, the pruner on fabricated history.csv files against the hand median, the seeded asks, the
 report's tuning block read from fabricated trial folders without Optuna, and (slow) the issue's scenario: a sweep
 of two backbones tuned with an equal budget, killed with kill -9 after a finished trial, resumed without redoing
@@ -22,7 +22,7 @@ import yaml
 
 from benchmark.config import load_config
 from benchmark.errors import UserError
-from benchmark.rundir import HISTORY, REQUESTED, RUNS, SWEEP_CONFIG, write_config, write_status
+from benchmark.runs.rundir import HISTORY, REQUESTED, RUNS, SWEEP_CONFIG, write_config, write_status
 from tests.helpers import CI_PROFILE, one_line_error, run_cli, tree_state
 
 optuna = pytest.importorskip("optuna")
@@ -35,7 +35,7 @@ def tuned(**changes):
 
 
 def test_tuning_keys_are_checked():
-    from benchmark.plan import check_tuning
+    from benchmark.runs.plan import check_tuning
 
     cfg = tuned()
     assert cfg.tune_space == LR_SPACE and cfg.tune_sampler == "tpe" and cfg.tune_seeds == 1
@@ -60,7 +60,7 @@ def test_tuning_keys_are_checked():
 
 
 def test_plan_of_a_tuned_sweep_is_each_configuration_chosen_setting_per_seed():
-    from benchmark.plan import plan_runs
+    from benchmark.runs.plan import plan_runs
 
     plan = plan_runs(tuned(tune_seeds=2, seed=4))
     assert [name for name, _ in plan] == ["mobilenet-best-s5", "mobilenet-best-s6", "resnet34-best-s5",
@@ -69,7 +69,7 @@ def test_plan_of_a_tuned_sweep_is_each_configuration_chosen_setting_per_seed():
 
 
 def test_expected_max_against_enumeration():
-    from benchmark.plan import expected_max
+    from benchmark.runs.plan import expected_max
 
     values = [0.7, 0.6, 0.9, 0.75]
     for n in (1, 2, 3):
@@ -94,8 +94,8 @@ def _fabricate_trial(study, space, run_dir: Path, history: list[float], status: 
 def test_median_pruner_on_fabricated_histories(tmp_path):
     """Three finished trials reach 0.70, 0.80 and 0.90 at epoch 1 (median 0.80, by hand): a running trial whose best
     is 0.79 there is pruned, one at 0.81 is not, and nothing is pruned at epoch 0 (the warm-up)."""
-    from benchmark.plan import untuned
-    from benchmark.tune import distributions, open_study, report_epochs, settle
+    from benchmark.runs.plan import untuned
+    from benchmark.sweep.tune import distributions, open_study, report_epochs, settle
 
     cfg = tuned(tune_pruner="median", epochs=3)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'tuning.db'}")
@@ -126,7 +126,7 @@ def test_median_pruner_on_fabricated_histories(tmp_path):
 def test_asks_are_seeded_per_trial(tmp_path):
     """A study reopened after an interruption asks what an uninterrupted one asks (per-trial seeds), and two
     configurations do not share their draws."""
-    from benchmark.tune import distributions, open_study
+    from benchmark.sweep.tune import distributions, open_study
 
     cfg = tuned(tune_sampler="random")
     space = distributions(optuna, cfg.tune_space)
@@ -143,7 +143,7 @@ def test_asks_are_seeded_per_trial(tmp_path):
 
 def _fabricated_sweep(tmp_path: Path) -> Path:
     """A tuned sweep folder as the sweep leaves it: sweep.yaml and, per configuration, trial folders."""
-    from benchmark.plan import untuned
+    from benchmark.runs.plan import untuned
 
     cfg = tuned(tune_space={**LR_SPACE, "dropout": {"uniform": [0.0, 0.5]}}, tune_pruner="median")
     out = tmp_path / "sweep"
@@ -179,8 +179,8 @@ def test_tuning_block_read_from_trial_folders_without_optuna(tmp_path, monkeypat
     assert section["importances"] == {}  # no Optuna: the page says it was not computed
     curve = dict(section["configurations"][0]["curve"])
     assert curve[1] == pytest.approx((0.71 + 0.74) / 2) and curve[2] == pytest.approx(0.71 / 4 + 0.74 * 3 / 4)
-    from benchmark.plan import plan_runs
-    from benchmark.rundir import read_config
+    from benchmark.runs.plan import plan_runs
+    from benchmark.runs.rundir import read_config
 
     plan = dict(plan_runs(read_config(out, SWEEP_CONFIG), out))
     chosen = plan["mobilenet-best-s1"]
@@ -208,7 +208,7 @@ def _wait_for(predicate, proc, timeout: float) -> None:
 @pytest.mark.slow
 def test_tuned_sweep_killed_resumed_reported_and_refused_when_changed(phantom, tmp_path):
     """The issue's scenario, small: two backbones x 2 trials of learning_rate, 1 epoch of 2 steps at 32 px."""
-    from benchmark.rundir import read_status
+    from benchmark.runs.rundir import read_status
 
     out = tmp_path / "tuned"
     args = ["sweep", "--config", CI_PROFILE, "--out", out, "--data-root", phantom, "--set", "epochs=1",
@@ -320,8 +320,8 @@ class EpochWriter:
 
 
 def _loop(tmp_path, launcher, **changes):
-    from benchmark.ownership import claim
-    from benchmark.tune import run_trials
+    from benchmark.runs.ownership import claim
+    from benchmark.sweep.tune import run_trials
 
     cfg = tuned(**changes)
     out = claim(tmp_path / "sweep", "sweep", "a sweep folder", "")
@@ -333,7 +333,7 @@ def _loop(tmp_path, launcher, **changes):
 
 
 def test_trial_loop_spends_exactly_the_budget_and_chooses_on_validation(tmp_path, capsys):
-    from benchmark.rundir import read_status
+    from benchmark.runs.rundir import read_status
 
     launcher = EpochWriter(epochs=2, capacity=2)  # two at a time, as on two GPUs or Ray workers
     out, todo, studies = _loop(tmp_path, launcher, tune_trials=3, tune_sampler="random", epochs=2, tune_seeds=2)
@@ -363,8 +363,8 @@ def test_hours_budget_is_kept_to_within_one_trial(tmp_path):
 
 
 def test_pruned_trials_are_stopped_and_recorded_pruned(tmp_path):
-    from benchmark.rundir import read_status
-    from benchmark.tune import MEDIAN_STARTUP
+    from benchmark.runs.rundir import read_status
+    from benchmark.sweep.tune import MEDIAN_STARTUP
 
     out, _, studies = _loop(tmp_path, EpochWriter(epochs=3), tune_trials=6, tune_pruner="median", epochs=3,
                             backbones=["mobilenet"], tune_sampler="random")
@@ -386,7 +386,7 @@ def test_pruned_trials_are_stopped_and_recorded_pruned(tmp_path):
 
 
 def test_retrain_names_a_configuration_for_its_chosen_runs(tmp_path):
-    from benchmark.plan import runs_named
+    from benchmark.runs.plan import runs_named
 
     out = _fabricated_sweep(tmp_path)
     cfg = tuned(tune_seeds=2)
@@ -398,7 +398,7 @@ def test_retrain_names_a_configuration_for_its_chosen_runs(tmp_path):
 
 
 def test_hyperparameter_importance_from_the_studies(tmp_path):
-    from benchmark.tune import distributions, open_study
+    from benchmark.sweep.tune import distributions, open_study
     from reports.tuning import importances
 
     cfg = tuned(tune_space={**LR_SPACE, "dropout": {"uniform": [0.0, 0.5]}}, tune_trials=6)
@@ -416,7 +416,7 @@ def test_hyperparameter_importance_from_the_studies(tmp_path):
 def test_probability_of_ranking_first_resamples_patients_and_seeds():
     import numpy as np
 
-    from reports.compare import Configuration
+    from benchmark.evaluation.compare import Configuration
     from reports.tuning import rank_first
 
     def conf(name, *runs):  # each run: its resampled AUROCs (B x 2 labels); label 1 unsupported in b

@@ -5,5 +5,5 @@
 - `chexpert`, `nih`, `generic`: the loaders;
 - `load`: a Config (or a label file) to a split `Dataset`;
 - `labels`, `policies`, `splits`: label sets, uncertainty policies, patient-wise splits;
-- `inspect`: `data inspect`; `label_stats`: the aggregates the phantom samples from; `phantom/`: the phantom.
+- `inspect`: `data inspect`; `label_stats`: the aggregates the phantom (benchmark/phantom/) samples from.
 """

@@ -15,7 +15,8 @@ def format_result(r: dict) -> str:
     if r["benchmark"] == "pipeline":
         return (f"{r['images']} images at {r['image_size']} px, {r['cpu_count']} cores, median of {r['repeats']} "
                 f"(images/s):\n"
-                f"  first pass (decode once + 1 epoch) {r['first_pass']:9.1f}  ({100 * r['first_pass_vs_decode_limit']:.0f}% of the decode limit, "
+                f"  first pass (decode once + 1 epoch) {r['first_pass']:9.1f}  "
+                f"({100 * r['first_pass_vs_decode_limit']:.0f}% of the decode limit, "
                 f"{r['first_pass_vs_image_data_generator']:.1f}x ImageDataGenerator)\n"
                 f"  cache build alone (decode+store) {r['cache_build']:9.1f}\n"
                 f"  cached epochs                      {r['cached']:9.1f}  ({r['cached_vs_first_pass']:.1f}x the first pass)\n"

@@ -1,4 +1,4 @@
-"""`perf export --run RUN`: latency and size of a run's exports (benchmark.export) beside the Keras model's, on this
+"""`perf export --run RUN`: latency and size of a run's exports (benchmark.evaluation.export) beside the Keras model's, on this
 machine: milliseconds per image at batch 1 (the median of timed calls after warm-up) and at batch 32, and the
 bytes on disk. The figures go to RUN/export/perf.json, which the run's model card and BENCHMARKS.md quote."""
 
@@ -30,12 +30,12 @@ def _time(fn, x, repeats: int) -> float:
 
 def perf_export(run, repeats: int = 20, batch: int = 32) -> dict:
     """Time the Keras model and every recorded export of RUN on its own test images."""
-    from benchmark.evaluation import _load_run
-    from benchmark.export import EXPORT, Runner, exports_of, size_bytes, test_images
-    from benchmark.inference import load_model
-    from benchmark.model_card import write_model_card
-    from benchmark.ownership import FolderLock
-    from benchmark.rundir import MODEL, write_json
+    from benchmark.evaluation.evaluate import _load_run
+    from benchmark.evaluation.export import EXPORT, Runner, exports_of, size_bytes, test_images
+    from benchmark.evaluation.inference import load_model
+    from benchmark.evaluation.model_card import write_model_card
+    from benchmark.runs.ownership import FolderLock
+    from benchmark.runs.rundir import MODEL, write_json
 
     run, cfg, thresholds = _load_run(run)
     exports = {f: r for f, r in exports_of(run).items() if Path(r["file"]).exists()}

@@ -22,7 +22,7 @@ from benchmark.errors import UserError
 def _decode_chunk(args) -> int:
     import cv2
 
-    from benchmark.images import load_image
+    from benchmark.input.images import load_image
 
     cv2.setNumThreads(1)
     files, size = args
@@ -81,11 +81,11 @@ def perf_pipeline(dataset: str, data_root: str, csv: str | None, image_size: int
     the background before it reads the data set; the pass sets up its tf.data pipeline while they decode, as
     `train` does. Each pass's cache is deleted just before the next pass, which writes into the memory it frees
     (see the note in the loop)."""
-    from benchmark.cache import begin_cache
-    from benchmark.decoders import decoders_ready, start_decoders
     from benchmark.data.formats import default_csv
     from benchmark.data.load import load_table
-    from benchmark.pipeline import make_dataset, release_tensors
+    from benchmark.input.cache import begin_cache
+    from benchmark.input.decoders import decoders_ready, start_decoders
+    from benchmark.input.pipeline import make_dataset, release_tensors
 
     root = Path(data_root)
     if not root.is_dir():

@@ -40,9 +40,9 @@ def _patients(rng, n: int, per_patient: float = 9.0) -> np.ndarray:
 def fabricate(out: Path, runs: int, images: int, labels: int = 14, n_boot: int = 1000, seed: int = 0) -> dict:
     """Write `runs` finished run folders under out/runs/ with NIH-like test and validation predictions."""
     from benchmark.data.labels import NIH_14
-    from benchmark.ownership import claim
-    from benchmark.rundir import write_csv, write_json, write_status
-    from reports.metrics import choose_thresholds, score_split
+    from benchmark.evaluation.metrics import choose_thresholds, score_split
+    from benchmark.runs.ownership import claim
+    from benchmark.runs.rundir import write_csv, write_json, write_status
 
     if not 1 <= labels <= 14:
         raise UserError(f"--labels must be 1 to 14, not {labels}")
@@ -116,7 +116,7 @@ def perf_report(runs: int, images: int, labels: int = 14, n_boot: int = 1000, ke
     """Fabricate the sweep, then time `report` on it in a fresh process (with its peak resident memory)."""
     if keep:  # a fabricated sweep goes only into a missing or empty folder: never beside anyone's files or runs
         from benchmark.errors import UserError
-        from benchmark.ownership import claim, describe
+        from benchmark.runs.ownership import claim, describe
 
         if Path(keep).is_dir() and any(Path(keep).iterdir()):
             raise UserError(f"--keep {keep} is not empty ({describe(Path(keep))}); give a missing or empty folder")

@@ -6,8 +6,8 @@ has none (and JAX compiles it slowly on a CPU)."""
 from __future__ import annotations
 
 import shutil
-import time
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,12 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
     `reference="torch"`, the PyTorch reference's images/s on the same batch, measured in this process."""
     import keras
 
-    from benchmark.batches import CacheBatches, make_input
-    from benchmark.cache import build_cache
     from benchmark.config import Config
-    from benchmark.losses import make_loss
-    from benchmark.data.phantom import FOLDER, make_phantom
-    from benchmark.network import classifier_for
+    from benchmark.input.batches import CacheBatches, make_input
+    from benchmark.input.cache import build_cache
+    from benchmark.phantom import FOLDER, make_phantom
+    from benchmark.train.network import classifier_for
+    from models.losses import make_loss
 
     engine = keras.backend.backend()
     keras.mixed_precision.set_global_policy(precision)

@@ -1,0 +1,1 @@
+"""Input: decoding, the uint8 image cache, tf.data and the PyDataset, preparing a run's data."""

@@ -1,0 +1,1 @@
+"""Sweeps: the launcher contract, local and Ray launchers, tuning, retrain, imported predictions."""
