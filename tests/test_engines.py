@@ -190,3 +190,25 @@ def test_perf_train_on_jax_beside_the_pytorch_reference(tmp_path):
         assert out["reference"]["images_per_s"] > 0 and "resnet34" in out["reference"]["source"]
         assert out["in_memory_vs_reference"] == pytest.approx(out["in_memory"] / out["reference"]["images_per_s"])
     assert_no_tensorflow(log)
+
+
+def test_every_engine_implements_the_one_interface():
+    """Each engine is one module behind `Engine`: listed in ENGINES, named as its backend, and (TensorFlow, in
+    this process) able to set a run up and describe itself for environment.json."""
+    import importlib
+
+    from benchmark.config import Config
+    from benchmark.engines import ENGINES, current
+    from benchmark.engines.base import Engine
+
+    assert set(ENGINES) == {"tensorflow", "jax", "torch"}
+    for name, target in ENGINES.items():
+        module, _, cls = target.partition(":")
+        engine = getattr(importlib.import_module(module), cls)  # the module imports nothing of its engine
+        assert issubclass(engine, Engine) and engine.name == name
+        overridden = {m for m in ("gradient", "versions", "accelerator") if getattr(engine, m) is not getattr(Engine, m)}
+        assert overridden == {"gradient", "versions", "accelerator"}, name
+    engine = current()
+    assert engine.name == "tensorflow" and engine.jit(Config(xla=False)) is False
+    env = engine.environment()
+    assert env["keras_backend"] == "tensorflow" and env["tensorflow"] and "hostname" not in env

@@ -31,27 +31,10 @@ def gradcam(model, batch: np.ndarray, label_index: int) -> np.ndarray:
 
 
 def _gradient(score, feats):
-    """d score(feats) / d feats on this process's Keras backend."""
-    import keras
+    """d score(feats) / d feats on this process's Keras engine."""
+    from benchmark.engines import current
 
-    name = keras.backend.backend()
-    if name == "jax":
-        import jax
-
-        return jax.grad(score)(feats)
-    if name == "torch":
-        import torch
-
-        f = feats.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(score(f), f)
-        return grad
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        tape.watch(feats)
-        value = score(feats)
-    return tape.gradient(value, feats)
+    return current().gradient(score, feats)
 
 
 def overlay(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.4) -> np.ndarray:

@@ -275,6 +275,15 @@ def git_commit() -> str | None:
         return None
 
 
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def environment() -> dict:
     """Versions and devices for environment.json (no host name): the Keras backend and its versions."""
     import keras
@@ -307,29 +316,6 @@ def environment() -> dict:
         "gpus": names,
         "git_commit": git_commit(),
     }
-
-
-def _other_backend_environment(keras, np) -> dict:
-    """environment.json on Keras's JAX or PyTorch backend (TensorFlow is not imported)."""
-    name = keras.backend.backend()
-    env = {"python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-           "processor_count": os.cpu_count(), "keras_backend": name, "keras": keras.__version__,
-           "numpy": np.__version__}
-    if name == "jax":
-        import jax
-        import jaxlib
-
-        env.update(jax=jax.__version__, jaxlib=jaxlib.__version__,
-                   devices=[f"{d.platform.upper()}:{d.id}" for d in jax.devices()],
-                   gpus=[d.device_kind for d in jax.devices() if d.platform == "gpu"])
-    elif name == "torch":
-        import torch
-
-        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        env.update(torch=torch.__version__, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                   devices=["CPU:0"] + [f"GPU:{i}" for i in range(len(gpus))], gpus=gpus)
-    env["git_commit"] = git_commit()
-    return env
 
 
 def is_imported(run_dir) -> bool:

@@ -35,7 +35,6 @@ from benchmark.runs.rundir import (
     STATUS,
     TENSORBOARD,
     atomic_save_model,
-    environment,
     read_config,
     read_json,
     read_status,
@@ -51,68 +50,11 @@ class TrainingFailed(UserError):
 
 
 def setup_runtime(cfg: Config):
-    """Seeds, determinism, precision, devices; returns the distribution strategy (or None). On Keras's JAX and
-    PyTorch backends: seeds and precision only (one device; TensorFlow is not imported)."""
-    import keras
+    """Seeds, determinism, precision, devices, through the engine (benchmark.engines); returns the distribution
+    strategy (or None). On JAX and PyTorch: seeds and precision only (one device; TensorFlow is not imported)."""
+    from benchmark.engines import current
 
-    if keras.backend.backend() != "tensorflow":
-        keras.utils.set_random_seed(cfg.seed)
-        if cfg.deterministic:
-            _deterministic(keras.backend.backend())
-        precision = cfg.precision
-        if precision == "auto":
-            precision = "mixed_float16" if _accelerator() else "float32"
-        keras.mixed_precision.set_global_policy(precision)
-        return None
-    import tensorflow as tf
-
-    if cfg.logical_cpus > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cfg.logical_cpus)
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    gpus = tf.config.list_physical_devices("GPU")
-    for g in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(g, True)
-        except (ValueError, RuntimeError):
-            pass
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "mixed_float16" if gpus else "float32"
-    keras.mixed_precision.set_global_policy(precision)
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    if cfg.logical_cpus > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-    return None
-
-
-def _deterministic(engine: str) -> None:
-    """Deterministic GPU kernels on JAX (an XLA flag, read when JAX first meets its devices) or PyTorch."""
-    if engine == "jax":
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
-    else:
-        import torch
-
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def _accelerator() -> bool:
-    """Whether the JAX or PyTorch backend has a GPU."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return any(d.platform == "gpu" for d in jax.devices())
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
+    return current().setup(cfg)
 
 
 def phases(cfg: Config) -> list[tuple[int, int, bool, float]]:
@@ -144,13 +86,11 @@ def make_optimizer(cfg: Config, lr: float, steps_per_epoch: int, epochs: int):
 
 
 def _compile(model, cfg: Config, lr: float, steps: int, epochs: int, train_targets):
-    import keras
 
+    from benchmark.engines import current
     from models.losses import make_loss
 
-    # JAX always compiles its steps (XLA is how it runs: uncompiled, each op is dispatched on its own, ~30x
-    # slower); on TensorFlow `xla` turns on XLA, on PyTorch torch.compile
-    jit = True if keras.backend.backend() == "jax" else bool(cfg.xla)
+    jit = current().jit(cfg)  # JAX always; TensorFlow (XLA) and PyTorch (torch.compile) when `xla` asks
     model.compile(optimizer=make_optimizer(cfg, lr, steps, epochs),
                   loss=make_loss(cfg.loss, train_targets, cfg.focal_gamma), jit_compile=jit)
 
@@ -315,7 +255,9 @@ def _train(cfg: Config, run_dir: Path, data, fingerprint: dict, log) -> dict:
     data.check()  # a bad image found while TensorFlow loaded: say so before its device set-up logs
     strategy = setup_runtime(cfg)  # before anything lists the devices: logical CPUs are fixed once TF starts
     if not (run_dir / ENVIRONMENT).is_file():
-        write_json(run_dir / ENVIRONMENT, environment())
+        from benchmark.engines import current
+
+        write_json(run_dir / ENVIRONMENT, current().environment())
 
     def scope():
         return strategy.scope() if strategy else contextlib.nullcontext()

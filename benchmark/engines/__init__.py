@@ -1,6 +1,8 @@
-"""Keras's engines: TensorFlow (the default and the reference), JAX and PyTorch. A training or inference command
-chooses one before Keras is imported; on JAX and PyTorch, TensorFlow is never imported (see benchmark/input/batches.py
-for their input path)."""
+"""Keras's engines: TensorFlow (the default and the reference), JAX and PyTorch, each behind one interface
+(`Engine` in base.py: set-up and strategy, accelerator, determinism, jit choice, the gradient Grad-CAM takes, the
+versions environment.json records), one module per engine, listed in `ENGINES` and imported when used. A training
+or inference command chooses one with `activate` before Keras is imported; on JAX and PyTorch, TensorFlow is never
+imported (see benchmark/input/batches.py for their input path)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,18 @@ from pathlib import Path
 from benchmark.errors import UserError
 
 EXTRAS = {"tensorflow": "pip install -e .", "jax": "pip install -e .[jax]", "torch": "pip install -e .[torch]"}
+ENGINES = {"tensorflow": "benchmark.engines.tf_engine:TensorFlowEngine", "jax": "benchmark.engines.jax_engine:JaxEngine",
+           "torch": "benchmark.engines.torch_engine:TorchEngine"}
+
+
+def current():
+    """The `Engine` of the Keras backend this process runs on."""
+    import importlib
+
+    import keras
+
+    module, _, cls = ENGINES[keras.backend.backend()].partition(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def activate(name: str | None) -> str:
