@@ -119,4 +119,4 @@ def test_ray_missing_or_misused_is_one_line_with_the_way_out(phantom, tmp_path):
     missing = run_cli(*args, env={"PYTHONPATH": f"{fake}:{ROOT}"}, timeout=120)
     one_line_error(missing, "needs Ray", "pip install -e .[ray]")
     gpus = run_cli(*args, "--gpus", "0,1", timeout=120)
-    one_line_error(gpus, "--gpus is for the local backend", "ray_gpus_per_run")
+    one_line_error(gpus, "--gpus is for the local launcher", "ray_gpus_per_run")
