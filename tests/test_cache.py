@@ -42,7 +42,7 @@ def test_bad_image_stops_or_is_skipped(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(UserError, match="bad.png is not a readable .* --skip-bad-images"):
         build_cache([str(good), str(bad)], 16, cache_dir=tmp_path / "c", log=None)
-    assert not list((tmp_path / "c").glob("*"))  # nothing half-built left behind
+    assert not list((tmp_path / "c").glob("[!.]*"))  # nothing half-built left behind (the marker aside)
     cache = build_cache([str(good), str(bad)], 16, cache_dir=tmp_path / "c", skip_bad=True, log=None)
     assert [i for i, _ in cache.bad] == [1]
 
@@ -68,7 +68,7 @@ def test_process_decoding_matches_threads_and_names_bad_files(tmp_path, monkeypa
     bad.write_bytes(b"not an image")
     with pytest.raises(UserError, match="bad.png is not a readable"):
         build_cache(files + [str(bad)], 16, cache_dir=tmp_path / "bad", log=None)
-    assert not list((tmp_path / "bad").glob("*"))
+    assert not list((tmp_path / "bad").glob("[!.]*"))
 
 
 def test_started_decoders_are_used_by_the_next_build_then_stopped(tmp_path):
@@ -180,7 +180,7 @@ def test_unreadable_image_and_cache_write_failure_are_clear_errors(tmp_path, mon
     monkeypatch.setattr(decoders_module.os, "pwrite", full)
     with pytest.raises(UserError, match="cannot write the image cache in .*No space left on device.*CXR_BENCH_CACHE"):
         build_cache(files, 16, cache_dir=tmp_path / "c", log=None)
-    assert not list((tmp_path / "c").glob("*"))
+    assert not list((tmp_path / "c").glob("[!.]*"))
 
 
 def test_cache_complete_when_the_file_system_takes_short_writes(tmp_path, monkeypatch):
@@ -247,7 +247,7 @@ def test_full_disk_is_an_error_and_no_fallocate_is_not(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module.os, "posix_fallocate", full)
     with pytest.raises(UserError, match=r"cannot make the image cache .*No space left.*CXR_BENCH_CACHE"):
         build_cache(files, 16, cache_dir=tmp_path / "full", log=None)
-    assert not list((tmp_path / "full").glob("*"))
+    assert not list((tmp_path / "full").glob("[!.]*"))
 
 
 def test_a_damaged_cache_is_found_when_opened_and_rebuilt(tmp_path, capsys):
@@ -295,3 +295,32 @@ def test_a_build_in_progress_is_never_removed_as_abandoned(tmp_path):
         builder.wait()
     _remove_abandoned(cache_dir)  # its builder is gone: abandoned
     assert not running.exists() and not_ours.is_dir()
+
+
+def test_the_cache_folder_is_ours_or_refused(tmp_path):
+    """The image cache writes only into a folder it made (marked as a cache), an empty one, or an unmarked cache
+    of an earlier version (nothing in it but cache entries); a user's folder is refused with one line and left
+    exactly as it was."""
+    from benchmark.runs.ownership import MARKER, kind_of
+
+    files = []
+    for i in range(3):
+        f = tmp_path / f"{i}.png"
+        cv2.imwrite(str(f), np.full((20, 20), i * 60, np.uint8))
+        files.append(str(f))
+    fresh = tmp_path / "fresh"
+    build_cache(files, 8, cache_dir=fresh, log=None)
+    assert kind_of(fresh) == "cache" and (fresh / MARKER).read_text().startswith("cache\n")
+
+    old = tmp_path / "old"  # an earlier version's cache: entries only, no marker
+    old.mkdir()
+    (old / "0123456789abcdef0123").mkdir()
+    build_cache(files, 8, cache_dir=old, log=None)
+    assert kind_of(old) == "cache" and (old / "0123456789abcdef0123").is_dir()
+
+    mine = tmp_path / "mine"  # a user's folder
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match=r"mine holds files that cxr-bench did not make \(notes.txt\)"):
+        build_cache(files, 8, cache_dir=mine, log=None)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"

@@ -87,7 +87,7 @@ def test_pipeline_set_up_while_decoding_reads_the_decoded_images_and_cancel_clea
     with pytest.raises(KeyError):  # the caller fails before it needs the images
         with begin_cache(files, 24, cache_dir=tmp_path / "d", log=None) as failed:
             raise KeyError("the model could not be built")
-    assert not failed.decoding and not list((tmp_path / "d").glob("*"))  # stopped, nothing partial left
+    assert not failed.decoding and not list((tmp_path / "d").glob("[!.]*"))  # stopped, nothing partial left
     with pytest.raises(RuntimeError, match="cancelled"):
         failed.result()
 

@@ -29,7 +29,7 @@ import numpy as np
 from benchmark.errors import UserError
 from benchmark.input.decoders import decode_to_file, decoder_pool, spans, stop_decoders
 from benchmark.input.images import MAX_PIXELS
-from benchmark.runs.ownership import lock_is_held
+from benchmark.runs.ownership import claim, lock_is_held
 from benchmark.runs.processes import process_alive
 
 CACHE_VERSION = 3  # 2: bilinear resizing when shrinking by less than 1/0.7; 3: the pixel limit is in the key
@@ -280,7 +280,8 @@ def begin_cache(files, size: int, resize: str = "crop", equalize: str = "none", 
         shutil.rmtree(doomed, ignore_errors=True)
     if missing and not skip_bad:  # before decoding: the caller may not look at the result for a while
         raise _bad_image_error(missing[0], f"{len(missing)} missing or empty image(s) in all")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    # the cache's folder is made (and marked) by us, or is an image cache already: never a user's folder
+    claim(cache_dir, "cache", "an image cache", "set cache_dir (or $CXR_BENCH_CACHE) to a folder of its own")
     _remove_abandoned(cache_dir)
     tmp = cache_dir / _partial_name(key)
     shutil.rmtree(tmp, ignore_errors=True)  # this process's own, from a build it cancelled

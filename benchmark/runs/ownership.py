@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import os
 import shutil
 import socket
@@ -33,6 +34,8 @@ LAYOUT = 1  # the layout of the folders this version writes (docs/run-directory.
 KINDS = {"run": "a run directory", "sweep": "a sweep folder", "report": "a report folder",
          "phantom": "a synthetic phantom", "cache": "an image cache"}
 RUN_STATES = ("running", "done", "failed", "interrupted")
+# what an image cache holds: one folder per cache key (20 hex digits), builds in progress and damaged ones
+CACHE_ENTRY = re.compile(r"[0-9a-f]{20}(\.partial-.+|\.damaged-\d+)?")
 
 
 def holder_text() -> str:
@@ -82,6 +85,9 @@ def legacy_kind(folder: Path) -> str | None:
         return "sweep"
     if all((folder / name).is_file() for name in ("SYNTHETIC_PHANTOM.txt", "train.csv", "valid.csv")):
         return "phantom"
+    entries = [p.name for p in folder.iterdir() if p.name not in (MARKER, LOCK)]
+    if entries and all(CACHE_ENTRY.fullmatch(name) for name in entries):  # an image cache: only its entries
+        return "cache"
     if ((folder / "index.html").is_file() and isinstance(json_key(folder / "summary.json", "runs"), list)
             and folder.name in ("report", "report-public") and kind_of(folder.parent) in ("run", "sweep")):
         return "report"
