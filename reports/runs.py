@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import UserError
+from benchmark.runs.ownership import is_ours
 from benchmark.runs.rundir import (
     CONFIG,
     ENVIRONMENT,
@@ -19,6 +20,7 @@ from benchmark.runs.rundir import (
     GALLERY,
     GRADCAM,
     HISTORY,
+    IMPORTED_KIND,
     METRICS,
     REQUESTED,
     RUNS,
@@ -26,6 +28,7 @@ from benchmark.runs.rundir import (
     SWEEP_CONFIG,
     THRESHOLDS,
     TIMING,
+    is_imported,
     predictions_file,
     read_json,
     read_status,
@@ -73,7 +76,7 @@ def load_external(run_dir: Path) -> dict:
 def find_runs(path: Path, plan: list[str] | None = None) -> list[Path]:
     """The run directories a report shows: the folder itself if it is one run; else the runs of the sweep's
     current plan (`plan`, or the one its sweep.yaml gives), in plan order; else every run folder under it."""
-    from benchmark.runs.rundir import IMPORTED, imported_runs
+    from benchmark.runs.rundir import IMPORTED
 
     if any((path / name).is_file() for name in (CONFIG, REQUESTED, IMPORTED)):
         return [path]
@@ -165,3 +168,11 @@ def _model_card(run_dir: Path) -> dict:
 
     card = read_json(run_dir / MODEL_CARD) or model_card(run_dir)
     return {"full": card, "public": public_card(card)}
+
+
+def imported_runs(runs_dir) -> list:
+    """The imported run folders of a sweep's runs/ (they are in no plan), by name."""
+    if not Path(runs_dir).is_dir():
+        return []
+    return sorted(p for p in Path(runs_dir).iterdir()
+                  if p.is_dir() and is_ours(p, (IMPORTED_KIND,)) and is_imported(p))

@@ -8,8 +8,8 @@ from benchmark.input.prepare import data_fingerprint
 from benchmark.phantom import FOLDER, make_phantom
 from benchmark.runs.fingerprint import config_part
 from benchmark.runs.ownership import claim
+from benchmark.runs.plan import plan_runs
 from benchmark.runs.rundir import write_json
-from benchmark.sweep.run import plan_runs
 from tests.helpers import one_line_error, run_cli, tiny_config, tree_state
 
 

@@ -32,3 +32,17 @@ def test_the_layer_contract_holds():
     proc = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle between modules, function-level imports included (the layer contract checks only between
+    stages)."""
+    import grimp
+
+    graph = grimp.build_graph("benchmark", "models", "reports", cache_dir=None)
+    circles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported != module and graph.chain_exists(importer=imported, imported=module):
+                circles.append(f"{module} <-> {imported}")
+    assert not circles, circles

@@ -64,7 +64,7 @@ def test_a_second_make_phantom_into_the_same_folder_is_refused(tmp_path):
 
 def test_evaluate_and_retrain_are_refused_while_the_folder_is_in_use(tmp_path):
     from benchmark.config import dump_yaml
-    from benchmark.sweep.run import plan_runs
+    from benchmark.runs.plan import plan_runs
     from tests.helpers import tiny_config
 
     cfg = tiny_config(tmp_path / "phantom")

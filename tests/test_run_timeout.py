@@ -9,7 +9,7 @@ from benchmark.config import Config
 from benchmark.runs.ownership import claim
 from benchmark.runs.rundir import TRAIN_LOG, write_status
 from benchmark.sweep.contract import Launcher
-from benchmark.sweep.run import Scheduler
+from benchmark.sweep.scheduler import Scheduler
 
 
 class _Scripted(Launcher):

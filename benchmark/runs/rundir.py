@@ -321,13 +321,3 @@ def environment() -> dict:
 def is_imported(run_dir) -> bool:
     """Whether a run folder holds another model's imported predictions (benchmark.sweep.imported), not a trained run."""
     return (Path(run_dir) / IMPORTED).is_file()
-
-
-def imported_runs(runs_dir) -> list:
-    """The imported run folders of a sweep's runs/ (they are in no plan), by name."""
-    from benchmark.runs.ownership import is_ours
-
-    if not Path(runs_dir).is_dir():
-        return []
-    return sorted(p for p in Path(runs_dir).iterdir()
-                  if p.is_dir() and is_ours(p, (IMPORTED_KIND,)) and is_imported(p))

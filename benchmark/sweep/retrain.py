@@ -39,7 +39,8 @@ def retrain(sweep: str | os.PathLike, names: list[str], sets: list[str] | None =
     """Retrain the named runs of a sweep folder; returns the sweep's exit code (0, 1 if a run failed, 130 if
     stopped). `where` changes where they run (backend, ray_address), not what they train."""
     from benchmark.runs.plan import plan_runs
-    from benchmark.sweep.run import Scheduler, finish_sweep, prepare_caches
+    from benchmark.sweep.run import finish_sweep, prepare_caches
+    from benchmark.sweep.scheduler import Scheduler
 
     out = Path(sweep)
     hint = "retrain runs of a sweep made by `python -m benchmark sweep`"

@@ -206,7 +206,7 @@ def _resumable(optuna, studies: dict, out: Path) -> list:
 
 
 def _scheduler_base():
-    from benchmark.sweep.run import Scheduler
+    from benchmark.sweep.scheduler import Scheduler
 
     return Scheduler
 
@@ -288,7 +288,7 @@ class _WithoutTestScores:
 
 
 def _fmt_s(seconds: float) -> str:
-    from benchmark.sweep.run import fmt_time
+    from benchmark.sweep.scheduler import fmt_time
 
     return fmt_time(seconds)
 
