@@ -275,15 +275,6 @@ def git_commit() -> str | None:
         return None
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment() -> dict:
     """Versions and devices for environment.json (no host name): the Keras backend and its versions."""
     import keras
