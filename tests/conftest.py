@@ -38,3 +38,23 @@ def sweep(phantom, tmp_path_factory):
     result = run_cli("sweep", "--config", CI_PROFILE, "--out", out, "--data-root", phantom,
                      "--set", "image_sizes=[32, 16]", "--set", "name=<b>escaped</b>", "--gpus", "0,1")
     return out, result
+
+
+# Tests run in two worker processes (setup.cfg). A worker computes a session or module fixture for itself, so the
+# tests that read the trained `sweep` above go to one worker (it trains once), each file's tests stay together (its
+# module fixtures are made once), and the tests that start Ray share a worker (one loopback cluster at a time).
+RAY_TESTS = {"test_ray.py", "test_tune.py::test_tuned_sweep_killed_resumed_reported_and_refused_when_changed"}
+
+
+def _group(item) -> str:
+    file = Path(str(item.fspath)).name
+    if file in RAY_TESTS or f"{file}::{item.originalname}" in RAY_TESTS:
+        return "ray"
+    if "sweep" in item.fixturenames and item._fixtureinfo.name2fixturedefs["sweep"][-1].scope == "session":
+        return "trained-sweep"
+    return file
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
