@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 from benchmark.errors import UserError
+from benchmark.runs.rundir import MODEL_CARD
 
-MODEL_CARD = "model_card.json"
 SCHEMA = "cxr-bench model card 1"
 INTENDED_USE = {
     "primary_use": "research: comparing chest-radiograph classifiers under one protocol",

@@ -29,6 +29,7 @@ import numpy as np
 from benchmark.errors import UserError
 from benchmark.input.decoders import decode_to_file, decoder_pool, spans, stop_decoders
 from benchmark.input.images import MAX_PIXELS
+from benchmark.runs.compat import unlocked_build_owner
 from benchmark.runs.ownership import claim, lock_is_held
 from benchmark.runs.processes import process_alive
 
@@ -157,8 +158,8 @@ def _remove_abandoned(cache_dir: Path) -> None:
             if not lock_is_held(partial / BUILDING):
                 shutil.rmtree(partial, ignore_errors=True)
             continue
-        host, _, pid = partial.name.split(".partial-", 1)[1].rpartition("-")
-        if (not host or host == here) and pid.isdigit() and not process_alive(int(pid)):
+        owner = unlocked_build_owner(partial.name)  # a build of a version before the build lock
+        if owner and (not owner[0] or owner[0] == here) and not process_alive(owner[1]):
             shutil.rmtree(partial, ignore_errors=True)
 
 

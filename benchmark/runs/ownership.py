@@ -4,7 +4,8 @@
   phantom, cache) and the layout version. A command writes into a folder only if it is missing, empty, or holds
   the marker of the kind the command expects; anything else, a user's folder (a download, a project) or one made
   for another purpose (a sweep given to `train --out`), is refused with an error that names it and what it is.
-  Folders of versions before markers are recognised by one compatibility rule (`legacy_kind`), not by one file.
+  Folders of versions before markers are recognised by one compatibility rule (`legacy_kind`, in
+  `benchmark.runs.compat` with every rule for older folders), not by one file.
   Nothing is ever deleted from a folder without the marker.
 - **Locks.** A sweep holds a lock on its folder, a run on its run directory, a cache build on its partial folder:
   `fcntl.flock` on a lock file, which the operating system releases when the process dies (kill -9 included), so a
@@ -15,27 +16,24 @@
 from __future__ import annotations
 
 import errno
-import re
 import os
 import shutil
 import socket
 from pathlib import Path
 
 from benchmark.errors import UserError
+from benchmark.runs import compat
+from benchmark.runs.compat import CACHE_ENTRY, RUN_STATES  # noqa: F401 (their names here, as before)
+from benchmark.runs.rundir import LOCK, MARKER
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; the markers still protect what is not ours
     fcntl = None
 
-MARKER = ".cxr-bench"  # a folder cxr-bench made; its text says what kind, and the layout version
-LOCK = ".lock"
 LAYOUT = 1  # the layout of the folders this version writes (docs/run-directory.md); a marker without one is 1
 KINDS = {"run": "a run directory", "sweep": "a sweep folder", "report": "a report folder",
          "phantom": "a synthetic phantom", "cache": "an image cache"}
-RUN_STATES = ("running", "done", "failed", "interrupted")
-# what an image cache holds: one folder per cache key (20 hex digits), builds in progress and damaged ones
-CACHE_ENTRY = re.compile(r"[0-9a-f]{20}(\.partial-.+|\.damaged-\d+)?")
 
 
 def holder_text() -> str:
@@ -53,45 +51,12 @@ def read_marker(folder: Path) -> tuple[str, int] | None:
         return None
     if not lines or not lines[0].split():
         return None
-    layout = 1
-    for line in lines[1:]:
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == "layout" and parts[1].isdigit():
-            layout = int(parts[1])
-    return lines[0].split()[0], layout
+    return lines[0].split()[0], compat.marker_layout(lines)
 
 
 def legacy_kind(folder: Path) -> str | None:
-    """The compatibility rule, the only one: what a folder of a version before markers was made for, recognised by
-    the files those versions wrote together (a run: status.json with its status and config.yaml; a sweep:
-    sweep.yaml and runs/; a report: index.html and summary.json with its runs, inside a run or sweep of ours).
-    None for anything else, so a user's folder that merely holds one such file is never taken."""
-    import json
-
-    from benchmark.runs.rundir import CONFIG, RUNS, STATUS, SWEEP_CONFIG
-
-    folder = Path(folder)
-
-    def json_key(path: Path, key: str):
-        try:
-            value = json.loads(path.read_text())
-        except (OSError, ValueError, UnicodeDecodeError):
-            return None
-        return value.get(key) if isinstance(value, dict) else None
-
-    if (folder / CONFIG).is_file() and json_key(folder / STATUS, "status") in RUN_STATES:
-        return "run"
-    if (folder / SWEEP_CONFIG).is_file() and (folder / RUNS).is_dir():
-        return "sweep"
-    if all((folder / name).is_file() for name in ("SYNTHETIC_PHANTOM.txt", "train.csv", "valid.csv")):
-        return "phantom"
-    entries = [p.name for p in folder.iterdir() if p.name not in (MARKER, LOCK)]
-    if entries and all(CACHE_ENTRY.fullmatch(name) for name in entries):  # an image cache: only its entries
-        return "cache"
-    if ((folder / "index.html").is_file() and isinstance(json_key(folder / "summary.json", "runs"), list)
-            and folder.name in ("report", "report-public") and kind_of(folder.parent) in ("run", "sweep")):
-        return "report"
-    return None
+    """What a folder of a version before markers was made for (the compatibility rule, benchmark.runs.compat)."""
+    return compat.legacy_kind(folder, kind_of, ignore=(MARKER, LOCK))
 
 
 def kind_of(folder: Path) -> str | None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmark.errors import UserError
+
+# --- every folder cxr-bench makes (benchmark.runs.ownership)
+MARKER = ".cxr-bench"  # a folder cxr-bench made; its text says what kind, and the layout version
+LOCK = ".lock"  # the flock of the command working in the folder
 
 # --- a run directory
 CONFIG = "config.yaml"  # the resolved configuration the run trained with (the only configuration file)
@@ -40,6 +42,8 @@ STATE = "checkpoint/state.json"  # the commit point of an epoch: names the epoch
 TENSORBOARD = "tensorboard"
 EXTERNAL = "external"  # external/<name>/predictions.csv and metrics.json: the run scored on another data set
 EXTERNAL_PREDICTIONS = "predictions.csv"
+EXPORT_PERF = "export/perf.json"  # `perf export`'s latencies (benchmark.evaluation.export writes export/)
+MODEL_CARD = "model_card.json"  # the model card (benchmark.evaluation.model_card writes it)
 
 # --- a sweep folder
 SWEEP_CONFIG = "sweep.yaml"
@@ -273,40 +277,6 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def environment() -> dict:
-    """Versions and devices for environment.json (no host name): the Keras backend and its versions."""
-    import keras
-    import numpy as np
-
-    if keras.backend.backend() != "tensorflow":
-        return _other_backend_environment(keras, np)
-    import tensorflow as tf
-
-    info = tf.sysconfig.get_build_info()
-    gpus = tf.config.list_physical_devices("GPU")
-    names = []
-    for g in gpus:
-        try:
-            names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
-        except (ValueError, RuntimeError):
-            names.append(g.name)
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor_count": os.cpu_count(),
-        "keras_backend": "tensorflow",
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "cuda": info.get("cuda_version"),
-        "cudnn": info.get("cudnn_version"),
-        "devices": [d.name for d in tf.config.list_logical_devices()],
-        "gpus": names,
-        "git_commit": git_commit(),
-    }
 
 
 def is_imported(run_dir) -> bool:
