@@ -20,11 +20,12 @@ from benchmark.errors import UserError
 from benchmark.evaluation.compare import compare, comparison_matrix, configuration_key
 from benchmark.evaluation.metrics import SUMMARY_METRICS
 from benchmark.evaluation.stats import t_interval
+from benchmark.runs import compat
 from benchmark.runs.rundir import GRADCAM, atomic_write_text, json_text
 from reports import figures as figs
 from reports.public import known_roots, make_public, strip_roots
 from reports.references import references_for
-from reports.runs import find_runs, load_run
+from reports.runs import ReportRun, find_runs, load_run
 from reports.tuning import tuning_section, tuning_summary
 
 RUN_COLUMNS = ["run", "backbone", "engine", "status", "policy", "finetune", "image_size", "seed", "loss", "weights", "protocol",
@@ -45,60 +46,60 @@ def summary_columns() -> list[str]:
             + TIMING_COLUMNS + ["error"])
 
 
-def summary_row(run: dict) -> dict:
-    cfg, timing = run["config"], run["timing"]
-    row = {"run": run["name"], "backbone": cfg.get("backbone"), "engine": cfg.get("keras_backend") or "tensorflow",
-           "status": run["status"],
+def summary_row(run: ReportRun) -> dict:
+    cfg, timing = run.config, run.timing
+    row = {"run": run.name, "backbone": cfg.get("backbone"), "engine": compat.engine(cfg),
+           "status": run.status,
            "policy": json.dumps(cfg.get("policy")) if isinstance(cfg.get("policy"), dict) else cfg.get("policy"),
            "finetune": cfg.get("finetune"), "image_size": cfg.get("image_size"), "seed": cfg.get("seed"),
            "loss": cfg.get("loss"), "weights": json.dumps(cfg.get("weights")) if isinstance(cfg.get("weights"), dict)
-           else cfg.get("weights"), "error": run.get("error"),
-           "protocol": (run.get("protocol") or {}).get("name")}
+           else cfg.get("weights"), "error": run.error,
+           "protocol": (run.protocol or {}).get("name")}
     for key in TIMING_COLUMNS:
         row[key] = timing.get(key)
-    m = run.get("test_metrics")
+    m = run.test_metrics
     if m:
         s = m["summary"]
-        row["unit"] = s.get("unit", "image")
+        row["unit"] = compat.unit(s)
         for metric in SUMMARY_METRICS:
             row[f"test_{metric.key}"] = s.get(metric.key)
             if metric.ci:
                 row[f"test_{metric.key}_ci_low"], row[f"test_{metric.key}_ci_high"] = (
                     s.get(f"{metric.key}_ci") or [None, None])
-        for label in run["labels"]:
+        for label in run.labels:
             row[f"test_auroc_{label}"] = m["per_label"][label].get("auroc")
-    if run.get("val_metrics"):
-        row["val_auroc_macro"] = run["val_metrics"]["summary"].get("auroc_macro")
-    vs = run.get("vs_reference")
+    if run.val_metrics:
+        row["val_auroc_macro"] = run.val_metrics["summary"].get("auroc_macro")
+    vs = run.vs_reference
     row["vs_reference_diff"] = vs.get("diff") if vs else None
     row["vs_reference_p_holm"] = vs.get("p_holm") if vs else None
     return row
 
 
-def choose_reference(runs: list[dict], matrix: dict, reference: str | None) -> str | None:
+def choose_reference(runs: list[ReportRun], matrix: dict, reference: str | None) -> str | None:
     """Each run gets its configuration's macro comparison against the reference configuration (the best on
     validation mean AUROC over its seeds, chosen by benchmark.evaluation.compare, never on test): configuration minus
     reference."""
     if reference is None:
         return None
     for r in runs:
-        conf = r.get("configuration")
+        conf = r.configuration
         if conf is None:
             continue
-        r["is_reference"] = conf == reference
+        r.is_reference = conf == reference
         if conf != reference:
-            r["vs_reference"] = matrix.get(conf, {}).get(reference)
+            r.vs_reference = matrix.get(conf, {}).get(reference)
     return reference
 
 
-def seed_groups(rows: list[dict], runs: list[dict] | None = None) -> list[dict]:
+def seed_groups(rows: list[dict], runs: list[ReportRun] | None = None) -> list[dict]:
     """Runs that differ only in seed: the mean test mean AUROC with its 95 % t interval across seeds, beside the
     runs' mean bootstrap interval (resampling patients), so that a reader sees which spread is larger."""
     frame = pd.DataFrame([r for r in rows if r.get("test_auroc_macro") is not None])
     if frame.empty or frame["seed"].nunique() < 2:
         return []
     keys = ["backbone", "engine", "policy", "finetune", "image_size", "loss", "weights"]
-    configs = {r["name"]: configuration_key(r.get("config")) for r in runs or []}
+    configs = {r.name: configuration_key(r.config) for r in runs or []}
     frame["configuration"] = [configs.get(name, name) for name in frame["run"]]
     out = []
     for _, g in frame.groupby("configuration", sort=False):  # the declared result keys minus the seed
@@ -207,13 +208,13 @@ def _fmt(v, digits=3):
     return str(v)
 
 
-def build_figures(page: str, runs: list[dict], labels, synthetic: bool) -> list[dict]:
+def build_figures(page: str, runs: list[ReportRun], labels, synthetic: bool) -> list[dict]:
     """The figures of one page kind, in FIGURES order: {key, title, note, src}."""
     out = []
     for fig in figs.FIGURES:
         if page not in fig.pages:
             continue
-        chosen = [r for r in runs if r.get("test_metrics")] if fig.needs_metrics else runs
+        chosen = [r for r in runs if r.test_metrics] if fig.needs_metrics else runs
         if not chosen:
             continue
         png = fig.build(chosen, labels, synthetic)
@@ -263,7 +264,7 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
     columns = summary_columns()
     label_cols = []
     for r in runs:
-        label_cols += [f"test_auroc_{lab}" for lab in r.get("labels", []) if f"test_auroc_{lab}" not in label_cols]
+        label_cols += [f"test_auroc_{lab}" for lab in r.labels if f"test_auroc_{lab}" not in label_cols]
     summary = pd.DataFrame(rows).reindex(columns=columns + label_cols)
     emit("summary.csv", summary.to_csv(index=False))
     tuning = tuning_summary(path)  # a tuned sweep's trials, read from their folders (reports.tuning)
@@ -271,21 +272,21 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
         "runs": summary.replace({np.nan: None}).to_dict(orient="records"), "reference": reference,
         "reference_chosen_on": "validation mean AUROC",
         "comparisons": [{k: c[k] for k in COMPARISON_KEYS if k in c} for c in comparisons],
-        "configurations": {c.name: [r["name"] for r in c.runs] for c in result.configurations},
+        "configurations": {c.name: [r.name for r in c.runs] for c in result.configurations},
         "min_positives": result.min_positives, "label_support": result.support,
         **({"tuning": tuning} if tuning else {}),
-        "data_differs": {r["name"]: r["data_differs"] for r in runs if r.get("data_differs")},
-        "protocols": {r["name"]: r.get("protocol") for r in runs if r.get("protocol")}}))
+        "data_differs": {r.name: r.data_differs for r in runs if r.data_differs},
+        "protocols": {r.name: r.protocol for r in runs if r.protocol}}))
 
-    done = [r for r in runs if r.get("test_metrics")]
-    synthetic = any(r["synthetic"] for r in runs)
-    labels = done[0]["labels"] if done else []
-    dataset = (runs[0]["config"] or {}).get("dataset", "")
+    done = [r for r in runs if r.test_metrics]
+    synthetic = any(r.synthetic for r in runs)
+    labels = done[0].labels if done else []
+    dataset = (runs[0].config or {}).get("dataset", "")
     env = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
                       autoescape=select_autoescape(["html"]))
     env.filters["fmt"] = _fmt
     env.filters["pvalue"] = _pvalue
-    first_cfg = next((r["config"] for r in runs if r["config"]), {})
+    first_cfg = next((r.config for r in runs if r.config), {})
     name = first_cfg.get("name") if first_cfg.get("name") not in (None, "run") else path.resolve().name
     table_metrics = [m for m in SUMMARY_METRICS if m.in_table]
     refs, refs_left = _references(dataset, done)
@@ -299,11 +300,11 @@ def build_report(path, bootstrap: int | None = None, plan: list[str] | None = No
                "primary": [c for c in comparisons if c["family"] == "primary"],
                "pooled": any(c.seeds > 1 for c in result.configurations), **_support_context(result, done),
                "protocols": _protocols(done), "gaps": subgroup_gaps(done), "external": external_tables(done),
-               "environment": next((r["environment"] for r in runs if r["environment"]), {}), "config": first_cfg}
+               "environment": next((r.environment for r in runs if r.environment), {}), "config": first_cfg}
     context["tuning"] = tuning_section(path, tuning, synthetic, result.configurations)
     emit("index.html", env.get_template("index.html").render(**context))
     for r in runs:
-        emit(f"{r['name']}.html", env.get_template("run.html").render(**_run_context(r, synthetic), public=public))
+        emit(f"{r.name}.html", env.get_template("run.html").render(**_run_context(r, synthetic), public=public))
     if mlflow and not public:
         from reports.tracking import log_runs
 
@@ -315,7 +316,7 @@ COMPARISON_KEYS = ("a", "b", "label", "diff", "ci", "p", "p_holm", "test", "resa
                    "p_resampled", "se", "seed_se", "seeds")
 
 
-def macro_over_supported(runs: list[dict], result) -> None:
+def macro_over_supported(runs: list[ReportRun], result) -> None:
     """A run's test mean AUROC (and its CI) over the labels with enough positives only, as its comparisons use
     (metrics.json from a run scored with a lower min_positives averages in rare labels)."""
     from benchmark.evaluation.stats import percentile_ci
@@ -323,62 +324,60 @@ def macro_over_supported(runs: list[dict], result) -> None:
     for group in result.support:
         kept = [lab for lab, s in group["labels"].items() if s["kept"]]
         for r in runs:
-            if r["name"] not in group["runs"] or r.get("boot_macro") is None or not kept:
+            if r.name not in group["runs"] or r.boot_macro is None or not kept:
                 continue
-            summary = r["test_metrics"]["summary"]
-            per_label = r["test_metrics"]["per_label"]
+            summary = r.test_metrics["summary"]
+            per_label = r.test_metrics["per_label"]
             values = [per_label[lab].get("auroc") for lab in kept]
             if any(v is None for v in values):
                 continue
             summary["auroc_macro"] = float(np.mean(values))
-            summary["auroc_macro_ci"] = percentile_ci(r["boot_macro"])
+            summary["auroc_macro_ci"] = percentile_ci(r.boot_macro)
             summary["macro_labels"] = kept
 
 
-def _support_context(result, done: list[dict]) -> dict:
+def _support_context(result, done: list[ReportRun]) -> dict:
     """The label support of the largest test-set group: every label's counts, those left out, the scored unit."""
     group = max(result.support, key=lambda g: len(g["runs"]), default={"labels": {}})
     labels = group["labels"]
-    return {"support_by_label": labels, "unit": done[0]["test_metrics"]["summary"].get("unit", "image") if done
+    return {"support_by_label": labels, "unit": compat.unit(done[0].test_metrics["summary"]) if done
             else "image", "support_left": [{"label": lab, **s} for lab, s in labels.items() if not s["kept"]]}
 
 
-def _min_positives(runs: list[dict]) -> int:
+def _min_positives(runs: list[ReportRun]) -> int:
     """The runs' min_positives (config.yaml; 10 where a run predates the key)."""
-    values = [(r.get("config") or {}).get("min_positives") for r in runs]
-    values = [v for v in values if isinstance(v, int) and v > 0]
-    return max(values) if values else 10
+    return compat.min_positives([r.config for r in runs])
 
 
-def recorded_bootstrap(runs: list[dict]) -> int:
+def recorded_bootstrap(runs: list[ReportRun]) -> int:
     """The resamples the runs' own confidence intervals used (so that comparisons use the same ones)."""
-    counts = [((r.get("test_metrics") or {}).get("summary", {}).get("bootstrap") or {}) for r in runs]
-    counts = [c.get("requested", c.get("resamples")) if isinstance(c, dict) else c for c in counts]
+    counts = [compat.bootstrap_requested((r.test_metrics or {}).get("summary", {}).get("bootstrap") or {})
+              for r in runs]
     counts = [c for c in counts if isinstance(c, int) and c > 0]
     return max(counts) if counts else 1000
 
 
-def _protocols(done: list[dict]) -> list[dict]:
+def _protocols(done: list[ReportRun]) -> list[dict]:
     """The distinct protocols (test set, validation set, scoring unit) of the finished runs, with their runs."""
     groups: dict = {}
     for r in done:
-        p = r.get("protocol") or {}
-        s = r["test_metrics"]["summary"]
-        unit = s.get("unit", "image") + (f" ({s.get('reduce')} over views)" if s.get("unit") == "study" else "")
+        p = r.protocol or {}
+        s = r.test_metrics["summary"]
+        unit = compat.unit(s) + (f" ({s.get('reduce')} over views)" if s.get("unit") == "study" else "")
         key = (p.get("name"), p.get("test"), p.get("val"), unit)
         groups.setdefault(key, {"name": p.get("name") or "not recorded", "test": p.get("test"), "val": p.get("val"),
-                                "unit": unit, "sizes": p.get("sizes", {}), "runs": []})["runs"].append(r["name"])
+                                "unit": unit, "sizes": p.get("sizes", {}), "runs": []})["runs"].append(r.name)
     return list(groups.values())
 
 
-def _references(dataset: str, done: list[dict]):
+def _references(dataset: str, done: list[ReportRun]):
     """The published references comparable with these runs (all of one protocol and unit), and those left out
     with the reason."""
     from benchmark.data.formats import FORMATS
 
     fmt = FORMATS.get(dataset)
     keys = fmt.references if fmt else ()
-    kinds = {((r.get("protocol") or {}).get("name"), r["test_metrics"]["summary"].get("unit", "image")) for r in done}
+    kinds = {((r.protocol or {}).get("name"), compat.unit(r.test_metrics["summary"])) for r in done}
     if len(kinds) != 1:
         _, left = references_for(dataset, keys, None, None)
         return [], [(ref, "these runs used more than one protocol or scoring unit") for ref, _ in left]
@@ -386,23 +385,23 @@ def _references(dataset: str, done: list[dict]):
     return references_for(dataset, keys, protocol, unit)
 
 
-def _gallery(done: list[dict]) -> list[dict]:
+def _gallery(done: list[ReportRun]) -> list[dict]:
     """Rows of the Grad-CAM gallery: the same test image across every architecture."""
     by_image: dict = {}
     for r in done:
-        for entry in r.get("gallery", []):
+        for entry in r.gallery:
             by_image.setdefault(entry["image"], {"image": entry["image"], "true": entry["true_labels"], "cells": {}})
-            by_image[entry["image"]]["cells"][r["name"]] = {
-                "src": _file_b64(r["dir"] / GRADCAM / entry["file"]), "label": entry["label"],
+            by_image[entry["image"]]["cells"][r.name] = {
+                "src": _file_b64(r.dir / GRADCAM / entry["file"]), "label": entry["label"],
                 "probability": entry["probability"]}
-    return [{**v, "cells": [v["cells"].get(r["name"]) for r in done], "runs": [r["name"] for r in done]}
+    return [{**v, "cells": [v["cells"].get(r.name) for r in done], "runs": [r.name for r in done]}
             for v in by_image.values()]
 
 
-def _run_context(r: dict, synthetic: bool) -> dict:
-    labels = r.get("labels", [])
-    return {"title": f"cxr-bench run: {r['name']}", "run": r, "synthetic": synthetic,
+def _run_context(r: ReportRun, synthetic: bool) -> dict:
+    labels = r.labels
+    return {"title": f"cxr-bench run: {r.name}", "run": r, "synthetic": synthetic,
             "figures": build_figures("run", [r], labels, synthetic), "metrics": SUMMARY_METRICS,
-            "config_text": yaml.safe_dump(r["config"], sort_keys=False) if r["config"] else "",
-            "environment": r["environment"], "labels": labels,
-            "gallery": [{**e, "src": _file_b64(r["dir"] / GRADCAM / e["file"])} for e in r.get("gallery", [])]}
+            "config_text": yaml.safe_dump(r.config, sort_keys=False) if r.config else "",
+            "environment": r.environment, "labels": labels,
+            "gallery": [{**e, "src": _file_b64(r.dir / GRADCAM / e["file"])} for e in r.gallery]}

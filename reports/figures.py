@@ -1,7 +1,8 @@
 """The report's figures (matplotlib, Agg backend), returned as PNG bytes to embed in the HTML.
 
 `FIGURES` is the one list of figures: each is built by one function for both page kinds (the comparison page
-passes every finished run, a run's page passes that run alone), so adding a figure is one function and one entry.
+passes every finished run, a run's page passes that run alone; each a `reports.runs.ReportRun`), so adding a figure
+is one function and one entry.
 Small multiples use constrained layout, shared axes and one legend per figure, so that nothing overlaps at a
 laptop's width.
 """
@@ -73,7 +74,7 @@ def _legend(fig, axes, runs: int) -> None:
 
 def _colors(runs) -> dict:
     """One colour per run, the same in every figure of a page."""
-    return {r["name"]: f"C{i % 10}" for i, r in enumerate(runs)}
+    return {r.name: f"C{i % 10}" for i, r in enumerate(runs)}
 
 
 def _panels(runs, labels, key: str, micro: bool):
@@ -83,7 +84,7 @@ def _panels(runs, labels, key: str, micro: bool):
     for label in list(labels) + (["micro average"] if micro else []):
         lines = []
         for r in runs:
-            m = r["test_metrics"]
+            m = r.test_metrics
             if label == "micro average":
                 curve = m["summary"].get(f"{key}_micro")
                 score = m["summary"].get("auroc_micro" if key == "roc" else "auprc_micro")
@@ -91,7 +92,7 @@ def _panels(runs, labels, key: str, micro: bool):
                 entry = m["per_label"].get(label, {})
                 curve, score = entry.get(key), entry.get("auroc" if key == "roc" else "auprc")
             if curve:
-                lines.append((r["name"], curve, score))
+                lines.append((r.name, curve, score))
         panels.append((label, lines))
     return panels
 
@@ -136,7 +137,7 @@ def reliability(runs, labels, synthetic=False) -> bytes:
     """Reliability diagrams: observed rate against mean predicted probability per bin, per label."""
     panels = []
     for label in labels:
-        lines = [(r["name"], r["test_metrics"]["per_label"].get(label, {}).get("reliability")) for r in runs]
+        lines = [(r.name, r.test_metrics["per_label"].get(label, {}).get("reliability")) for r in runs]
         panels.append((label, [(n, c) for n, c in lines if c and c.get("observed")]))
     fig, axes = _grid(len(panels), legend_rows=math.ceil(len(runs) / 5) if len(runs) > 1 else 0)
     colors = _colors(runs)
@@ -159,7 +160,7 @@ def test_curves(runs, labels, synthetic=False) -> bytes | None:
     figure with a fixed layout: a report of many runs draws one of these per run, so it must be cheap)."""
     if len(runs) != 1:
         return None
-    m = runs[0]["test_metrics"]
+    m = runs[0].test_metrics
     fig, axes = plt.subplots(1, 3, figsize=(12.4, 4.3))
     fig.subplots_adjust(left=0.05, right=0.84, bottom=0.14, top=0.9, wspace=0.28)
     for j, label in enumerate(labels):
@@ -190,7 +191,7 @@ def test_curves(runs, labels, synthetic=False) -> bytes | None:
 
 def training_curves(runs, labels=None, synthetic=False) -> bytes | None:
     """Loss, validation mean AUROC and learning rate per epoch, one line per run."""
-    hists = [(r["name"], r["history"]) for r in runs if r.get("history") is not None and not r["history"].empty]
+    hists = [(r.name, r.history) for r in runs if r.history is not None and not r.history.empty]
     if not hists:
         return None
     legend_in = 0.3 * math.ceil(len(hists) / 5) if len(hists) > 1 else 0.0
@@ -219,8 +220,8 @@ def auroc_heatmap(runs, labels, synthetic=False) -> bytes | None:
     """Test AUROC by label (columns) and run (rows), with the mean."""
     if len(runs) < 2:
         return None
-    names = [r["name"] for r in runs]
-    table = np.array([[r["test_metrics"]["per_label"][lab].get("auroc") or np.nan for lab in labels] for r in runs],
+    names = [r.name for r in runs]
+    table = np.array([[r.test_metrics["per_label"][lab].get("auroc") or np.nan for lab in labels] for r in runs],
                      float)
     with np.errstate(all="ignore"):
         table = np.column_stack([table, np.nanmean(table, axis=1)])
@@ -243,9 +244,9 @@ def efficiency(runs, labels=None, synthetic=False) -> bytes | None:
     """Mean test AUROC (95 % CI) against inference time per image; point area proportional to parameters."""
     points = []
     for r in runs:
-        s, t = r["test_metrics"]["summary"], r.get("timing") or {}
+        s, t = r.test_metrics["summary"], r.timing or {}
         if s.get("auroc_macro") is not None and t.get("inference_ms_per_image") is not None:
-            points.append((r["name"], t["inference_ms_per_image"], s["auroc_macro"], s.get("auroc_macro_ci"),
+            points.append((r.name, t["inference_ms_per_image"], s["auroc_macro"], s.get("auroc_macro_ci"),
                            t.get("params") or 0))
     if len(points) < 2:
         return None

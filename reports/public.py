@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 from benchmark.config import KEYS, SECRET_KEYS
+from benchmark.runs import compat
+from reports.runs import ReportRun
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.<])(?:/[^\s'\"(),;<>]+)+")
 WINDOWS_PATH = re.compile(r"\b[A-Za-z]:\\[^\s'\"(),;<>]+")
@@ -34,7 +36,7 @@ def redact_config(cfg: dict | None) -> dict:
     """A configuration without its paths and secrets, key by key as declared."""
     out = {}
     for name, value in (cfg or {}).items():
-        spec = KEYS.get({"backend": "launcher"}.get(name, name))
+        spec = KEYS.get(compat.key_name(name))  # a key of an old config.yaml under its current name
         if spec is None:  # a key of another version: kept only if it holds no path
             out[name] = scrub(value)
         elif value in (None, "", False, (), []):
@@ -54,12 +56,12 @@ def redact_config(cfg: dict | None) -> dict:
     return out
 
 
-def known_roots(sweep: Path, runs: list[dict]) -> list[str]:
+def known_roots(sweep: Path, runs: list[ReportRun]) -> list[str]:
     """Folders that must not appear in a public report, longest first: every path-typed value of every run's
     configuration (and its folder), the sweep folder and the home folder."""
     roots = {str(Path(sweep).resolve()), str(Path(sweep).absolute()), str(Path.home())}
     for r in runs:
-        for name, value in (r.get("config") or {}).items():
+        for name, value in (r.config or {}).items():
             spec = KEYS.get(name)
             if not spec or not value:
                 continue
@@ -71,17 +73,17 @@ def known_roots(sweep: Path, runs: list[dict]) -> list[str]:
     return sorted((r for r in roots if len(r) > 1), key=len, reverse=True)
 
 
-def make_public(runs: list[dict]) -> None:
+def make_public(runs: list[ReportRun]) -> None:
     """Redact what a published report must not hold: paths and secrets of every configuration, absolute paths in
     errors and protocol texts, image paths and patient ids (no Grad-CAM gallery), the host's platform string."""
     for r in runs:
-        r["config"] = redact_config(r.get("config"))
-        r["error"] = scrub(r.get("error"))
+        r.config = redact_config(r.config)
+        r.error = scrub(r.error)
         for key in ("protocol", "external", "imported", "model_card"):
-            if r.get(key):
-                r[key] = scrub(r[key])
-        r["gallery"] = []
-        r["environment"] = {k: v for k, v in (r.get("environment") or {}).items() if k != "platform"}
+            if getattr(r, key):
+                setattr(r, key, scrub(getattr(r, key)))
+        r.gallery = []
+        r.environment = {k: v for k, v in (r.environment or {}).items() if k != "platform"}
 
 
 def strip_roots(text: str, roots: list[str]) -> str:

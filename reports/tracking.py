@@ -55,9 +55,9 @@ def _flat(prefix: str, values: dict) -> dict:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def log_runs(sweep, runs: list[dict], uri: str | None = None, report_dir: Path | None = None,
+def log_runs(sweep, runs: list, uri: str | None = None, report_dir: Path | None = None,
              experiment: str | None = None) -> dict:
-    """Log the finished runs (as reports.runs.load_run reads them) and the report's files; returns
+    """Log the finished runs (reports.runs.ReportRun, as load_run reads them) and the report's files; returns
     {"uri", "experiment_id", "logged": [run names], "skipped": [run names already logged]}."""
     from mlflow.entities import Metric, Param
 
@@ -67,33 +67,33 @@ def log_runs(sweep, runs: list[dict], uri: str | None = None, report_dir: Path |
     exp_id = _experiment(client, experiment or sweep.resolve().name, sweep)
     logged, skipped = [], []
     for r in runs:
-        if r.get("status") != "done" or not r.get("test_metrics"):
+        if r.status != "done" or not r.test_metrics:
             continue
-        fingerprint = _fingerprint(r["dir"])
-        existing = client.search_runs([exp_id], filter_string=f"tags.`{TAG_RUN}` = '{r['name']}' and "
+        fingerprint = _fingerprint(r.dir)
+        existing = client.search_runs([exp_id], filter_string=f"tags.`{TAG_RUN}` = '{r.name}' and "
                                                                 f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}'")
         if existing:
-            skipped.append(r["name"])
+            skipped.append(r.name)
             continue
-        run = client.create_run(exp_id, run_name=r["name"], tags={TAG_RUN: r["name"], TAG_FINGERPRINT: fingerprint,
-                                                                   "cxr_bench.synthetic": str(r["synthetic"])})
+        run = client.create_run(exp_id, run_name=r.name, tags={TAG_RUN: r.name, TAG_FINGERPRINT: fingerprint,
+                                                               "cxr_bench.synthetic": str(r.synthetic)})
         run_id = run.info.run_id
         params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
-                  for k, v in sorted((r.get("config") or {}).items())]
+                  for k, v in sorted((r.config or {}).items())]
         metrics = []
-        if r.get("history") is not None:
-            for row in r["history"].to_dict(orient="records"):
+        if r.history is not None:
+            for row in r.history.to_dict(orient="records"):
                 step = int(row.get("epoch", 0))
                 for key, value in _flat("", {k: v for k, v in row.items() if k != "epoch"}).items():
                     metrics.append(Metric(key, float(value), 0, step))
-        summary = _flat("test_", r["test_metrics"]["summary"])
-        if r.get("val_metrics"):
-            summary.update(_flat("val_", r["val_metrics"]["summary"]))
-        for label in r.get("labels", []):
-            auc = r["test_metrics"]["per_label"][label].get("auroc")
+        summary = _flat("test_", r.test_metrics["summary"])
+        if r.val_metrics:
+            summary.update(_flat("val_", r.val_metrics["summary"]))
+        for label in r.labels:
+            auc = r.test_metrics["per_label"][label].get("auroc")
             if auc is not None:
                 summary[f"test_auroc.{label}"] = auc
-        summary.update(_flat("", r.get("timing") or {}))
+        summary.update(_flat("", r.timing or {}))
         metrics += [Metric(k, float(v), 0, 0) for k, v in summary.items()]
         for start in range(0, max(len(params), len(metrics)), 500):  # MLflow's batch limits
             client.log_batch(run_id, params=params[start:start + 100] if start < len(params) else [],
@@ -101,12 +101,12 @@ def log_runs(sweep, runs: list[dict], uri: str | None = None, report_dir: Path |
         for start in range(100, len(params), 100):
             client.log_batch(run_id, params=params[start:start + 100])
         for name in ("metrics.json", "config.yaml", "history.csv"):
-            if (r["dir"] / name).is_file():
-                client.log_artifact(run_id, str(r["dir"] / name))
-        if report_dir is not None and (report_dir / f"{r['name']}.html").is_file():
-            client.log_artifact(run_id, str(report_dir / f"{r['name']}.html"), "report")
+            if (r.dir / name).is_file():
+                client.log_artifact(run_id, str(r.dir / name))
+        if report_dir is not None and (report_dir / f"{r.name}.html").is_file():
+            client.log_artifact(run_id, str(report_dir / f"{r.name}.html"), "report")
         client.set_terminated(run_id)
-        logged.append(r["name"])
+        logged.append(r.name)
     if report_dir is not None and report_dir.is_dir():
         found = client.search_runs([exp_id], filter_string=f"tags.`{TAG_RUN}` = 'report'")
         run_id = found[0].info.run_id if found else client.create_run(
