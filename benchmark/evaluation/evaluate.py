@@ -12,6 +12,7 @@ import numpy as np
 
 from benchmark.errors import UserError
 from benchmark.evaluation.inference import load_model, predict_probs, predictions_frame
+from benchmark.runs.run import Run
 from benchmark.runs.rundir import (
     CONFIG,
     EXTERNAL,
@@ -23,7 +24,6 @@ from benchmark.runs.rundir import (
     THRESHOLDS,
     TIMING,
     predictions_file,
-    read_config,
     read_json,
     write_csv,
     write_json,
@@ -178,11 +178,19 @@ def check_external(cfg) -> None:
                    root, need_files=False)
 
 
+def open_trained(run: str | Path | Run) -> Run:
+    """A trained run's folder (it holds model.keras and config.yaml) as a `Run`; anything else is one line."""
+    run = run if isinstance(run, Run) else Run(Path(run))
+    if not run.has_model or not run.file(CONFIG).is_file():
+        raise UserError(f"{run.path} is not a trained run directory (no {MODEL} / {CONFIG}); train it first")
+    return run
+
+
 def _load_run(run: str | Path):
-    run = Path(run)
-    if not (run / MODEL).is_file() or not (run / CONFIG).is_file():
-        raise UserError(f"{run} is not a trained run directory (no {MODEL} / {CONFIG}); train it first")
-    return run, read_config(run), read_json(run / THRESHOLDS)
+    """(folder, its Config, thresholds.json or None) of a trained run, through `open_trained` (evaluate, predict,
+    export and `perf export` read a run this way)."""
+    trained = open_trained(run)
+    return trained.path, trained.config, trained.thresholds_file or None
 
 
 def evaluate_run(run, split: str = "test", tta: bool = False, data_root: str | None = None) -> dict:
@@ -217,7 +225,7 @@ def check_same_labels(run: Path, now: dict) -> None:
     """Refuse to rewrite a run's predictions and metrics from label files whose content differs from those it was
     trained on (its fingerprint.json): its metrics would mix two versions of the data. Moved images (--data-root)
     are fine: the files' contents are compared, not their paths."""
-    saved = (read_json(run / FINGERPRINT) or {}).get("data") or {}
+    saved = (Run(run).fingerprint or {}).get("data") or {}
     before = sorted(saved.get("label_files", {}).values())
     if before and before != sorted(now.get("label_files", {}).values()):
         raise UserError(f"{run} was trained on other label files than {', '.join(now.get('label_files', {}))} hold "

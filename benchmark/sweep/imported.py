@@ -238,10 +238,11 @@ def _config_summary(ref: Path, name: str) -> dict:
     """What the report shows in place of a trained run's configuration: the data set and the test set's origin."""
     import yaml
 
+    from benchmark.runs import compat
     from benchmark.runs.rundir import CONFIG
 
     cfg = (yaml.safe_load((ref / CONFIG).read_text()) or {}) if (ref / CONFIG).is_file() else {}
     keep = ("dataset", "labels", "protocol", "score_by", "study_reduce", "views", "split_seed", "bootstrap")
     # min_positives as the sweep's runs were scored with (10, the key's default, where a run predates it)
     return {"backbone": f"imported ({name})", **{k: cfg[k] for k in keep if k in cfg},
-            "min_positives": cfg.get("min_positives", 10)}
+            "min_positives": compat.recorded_min_positives(cfg)}

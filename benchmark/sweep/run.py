@@ -25,16 +25,14 @@ from benchmark.errors import UserError
 from benchmark.runs.fingerprint import config_part, differences
 from benchmark.runs.ownership import FolderLock, claim
 from benchmark.runs.plan import plan_runs
+from benchmark.runs.run import Run
 from benchmark.runs.rundir import (
-    FINGERPRINT,
-    REQUESTED,
     RUNS,
     SWEEP_CONFIG,
     SWEEP_FINGERPRINT,
     SWEEP_STATUS,
     read_config,
     read_json,
-    read_status,
     write_config,
     write_json,
 )
@@ -154,11 +152,11 @@ def mlflow_logger(out: Path, cfg: Config):
 def check_finished_runs(out: Path, runs) -> None:
     """A finished run is skipped only if it trained what the plan asks (or what a retrain asked of it)."""
     for name, run_cfg in runs:
-        run_dir = out / RUNS / name
-        saved = read_json(run_dir / FINGERPRINT)
-        if read_status(run_dir).get("status") != "done" or saved is None:
+        run = Run(out / RUNS / name)
+        run_dir, saved = run.path, run.fingerprint
+        if not run.status.done or saved is None:
             continue
-        asked = read_config(run_dir, REQUESTED) or run_cfg
+        asked = run.requested or run_cfg
         diff = differences({"config": saved.get("config", {})}, {"config": config_part(asked)})
         if diff:
             raise UserError(f"{run_dir} is finished but trained other settings than it was asked to "
@@ -188,9 +186,9 @@ def print_summary(out: Path, runs) -> int:
     print(f"{'run':28s} {'status':8s} {'val AUROC':>10s} {'test AUROC':>11s}")
     failed = 0
     for name, _ in runs:
-        st = read_status(out / RUNS / name)
-        status = st.get("status", "missing")
+        st = Run(out / RUNS / name).status
+        status = st.state
         failed += status != "done"
-        print(f"{name:28s} {status:8s} {_num(st.get('val_auroc')):>10s} {_num(st.get('test_auroc')):>11s}"
-              + (f"  {st.get('error', '')[:80]}" if status != "done" else ""))
+        print(f"{name:28s} {status:8s} {_num(st.val_auroc):>10s} {_num(st.test_auroc):>11s}"
+              + (f"  {st.raw.get('error', '')[:80]}" if status != "done" else ""))
     return failed
