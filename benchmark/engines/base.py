@@ -36,6 +36,23 @@ class Engine:
         """Whether the training step is compiled: `xla` asks for it (XLA on TensorFlow, torch.compile on PyTorch)."""
         return bool(cfg.xla)
 
+    def batches(self, images, rows, targets, batch_size: int, shuffle: bool = False, seed: int = 0,
+                deterministic: bool = False, drop_remainder: bool = False, steps: int | None = None,
+                first_epoch: int = 0):
+        """Batches of (uint8 images, float32 targets) of the cache rows given, for `fit` / `predict`. `steps` caps the
+        batches per epoch; `first_epoch` is the epoch training starts at (a resumed run sees an uninterrupted run's
+        order). Here: a PyDataset over the cache, which never imports TensorFlow."""
+        from benchmark.input.batches import CacheBatches
+
+        return CacheBatches(images, rows, targets, batch_size, shuffle=shuffle, seed=seed,
+                            drop_remainder=drop_remainder, steps=steps, first_epoch=first_epoch)
+
+    def ten_crop(self, batch, mirror: bool = False):
+        """TenCrop test-time augmentation of one batch: (B, S, S, C) -> (5 or 10, B, S, S, C)."""
+        from benchmark.input.batches import ten_crop
+
+        return ten_crop(batch, mirror)
+
     def gradient(self, score, feats):
         """d score(feats) / d feats (Grad-CAM)."""
         raise NotImplementedError

@@ -44,6 +44,22 @@ class TensorFlowEngine(Engine):
 
         tf.config.experimental.enable_op_determinism()
 
+    def batches(self, images, rows, targets, batch_size: int, shuffle: bool = False, seed: int = 0,
+                deterministic: bool = False, drop_remainder: bool = False, steps: int | None = None,
+                first_epoch: int = 0):
+        """tf.data over the cache (benchmark.input.pipeline); with `steps`, repeated so that every epoch has them.
+        (tf.data's shuffle keeps its own state across epochs: `first_epoch` is not needed.)"""
+        from benchmark.input.pipeline import make_dataset
+
+        ds = make_dataset(images, rows, targets, batch_size, shuffle=shuffle, seed=seed, deterministic=deterministic,
+                          drop_remainder=drop_remainder)
+        return ds.repeat() if steps else ds
+
+    def ten_crop(self, batch, mirror: bool = False):
+        from benchmark.input.pipeline import ten_crop
+
+        return ten_crop(batch, mirror)
+
     def gradient(self, score, feats):
         import tensorflow as tf
 

@@ -18,25 +18,24 @@ def predict_probs(model, images, rows, batch_size: int, tta: bool = False, mirro
     `mirror`, for models trained with horizontal flips)."""
     import keras
 
-    from benchmark.input.batches import image_batches, make_input
+    from benchmark.engines import current
+    from benchmark.input.batches import image_batches
+
+    engine = current()
 
     n = len(rows)
     if n == 0:
         return np.zeros((0, model.output_shape[-1]))
     # full batches only (the last one padded, then trimmed): a replica must never get an empty batch
     padded = np.concatenate([rows, np.repeat(rows[-1:], (-n) % batch_size)])
-    ds = make_input(images, padded, np.zeros((len(padded), 1), np.float32), batch_size)
+    ds = engine.batches(images, padded, np.zeros((len(padded), 1), np.float32), batch_size)
     if not tta:
         if hasattr(ds, "map"):  # tf.data: the images alone
             ds = ds.map(lambda x, y: x)
         return model.predict(ds, verbose=0)[:n].astype(np.float64)
-    if keras.backend.backend() == "tensorflow":
-        from benchmark.input.pipeline import ten_crop
-    else:
-        from benchmark.input.batches import ten_crop
     out = []
     for x in image_batches(ds):
-        crops = ten_crop(x, mirror)
+        crops = engine.ten_crop(x, mirror)
         out.append(np.mean([keras.ops.convert_to_numpy(model(c, training=False)) for c in crops], axis=0))
     return np.concatenate(out)[:n].astype(np.float64)
 

@@ -1,5 +1,6 @@
-"""The input path for every Keras backend: tf.data (`benchmark.input.pipeline`) on TensorFlow, and on JAX or PyTorch a
-`keras.utils.PyDataset` over the same decode-once uint8 cache, so that those paths never import TensorFlow.
+"""The input path of Keras's JAX and PyTorch engines: a `keras.utils.PyDataset` over the decode-once uint8 cache, so that
+those paths never import TensorFlow (TensorFlow's is tf.data, `benchmark.input.pipeline`). Which one a run uses is
+its engine's choice (`Engine.batches` in benchmark/engines/): nothing here asks which engine runs.
 
 Both give batches of uint8 grayscale (B, S, S, 1) with float32 targets (NaN = ignored), read as sorted gathers
 from the cache's memory map; the model casts, augments and normalises them on the accelerator (models/layers.py),
@@ -17,28 +18,6 @@ import keras
 import numpy as np
 
 from benchmark.cores import usable_cores
-
-
-def backend() -> str:
-    """The Keras backend of this process: "tensorflow", "jax" or "torch"."""
-    return keras.backend.backend()
-
-
-def make_input(images: np.ndarray, rows: np.ndarray, targets: np.ndarray, batch_size: int, shuffle: bool = False,
-               seed: int = 0, deterministic: bool = False, drop_remainder: bool = False, steps: int | None = None,
-               first_epoch: int = 0):
-    """Batches of (uint8 images, float32 targets) for the cache rows given, for `model.fit` / `predict` on this
-    process's backend. `steps` caps the batches per epoch (tf.data repeats the data to give them; the PyDataset
-    takes the first `steps` batches of each epoch's order). `first_epoch` is the epoch training starts at (a
-    resumed run), so that the PyDataset's order is that of an uninterrupted run."""
-    if backend() == "tensorflow":
-        from benchmark.input.pipeline import make_dataset
-
-        ds = make_dataset(images, rows, targets, batch_size, shuffle=shuffle, seed=seed,
-                          deterministic=deterministic, drop_remainder=drop_remainder)
-        return ds.repeat() if steps else ds
-    return CacheBatches(images, rows, targets, batch_size, shuffle=shuffle, seed=seed,
-                        drop_remainder=drop_remainder, steps=steps, first_epoch=first_epoch)
 
 
 def image_batches(data, limit: int | None = None):

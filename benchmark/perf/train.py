@@ -20,7 +20,8 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
     import keras
 
     from benchmark.config import Config
-    from benchmark.input.batches import CacheBatches, make_input
+    from benchmark.engines import current
+    from benchmark.input.batches import CacheBatches
     from benchmark.input.cache import build_cache
     from benchmark.phantom import FOLDER, make_phantom
     from benchmark.train.network import classifier_for
@@ -51,7 +52,7 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
         if engine == "tensorflow":
             import tensorflow as tf
 
-            real = make_input(cache.images, rows, targets, batch_size, shuffle=True, drop_remainder=True, steps=steps)
+            real = current().batches(cache.images, rows, targets, batch_size, shuffle=True, drop_remainder=True, steps=steps)
             # the same dynamic batch dimension as the pipeline's: oneDNN picks other kernels for a static one,
             # which changes the network's speed (either way, by network), not the feeding
             memory = tf.data.Dataset.from_tensor_slices((x, targets[:batch_size])).cache().repeat().batch(batch_size)
@@ -60,8 +61,8 @@ def perf_train(backbone: str, image_size: int, batch_size: int, steps: int, data
             # and over (its pages stay in memory; the gather is the PyDataset's own cost)
             def pipeline(n):
                 reps = -(-n * batch_size // len(rows))
-                return make_input(cache.images, np.tile(rows, reps), np.tile(targets, (reps, 1)), batch_size,
-                                  shuffle=True, drop_remainder=True, steps=n)
+                return current().batches(cache.images, np.tile(rows, reps), np.tile(targets, (reps, 1)), batch_size,
+                                         shuffle=True, drop_remainder=True, steps=n)
 
             def memory(n):
                 return CacheBatches(cache.images, np.tile(rows[:batch_size], n), np.tile(targets[:batch_size], (n, 1)),

@@ -36,7 +36,8 @@ def reestimate_bn(model, images, rows, batch_size: int, batches: int, seed: int 
     """Set every trainable BatchNormalization layer's moving statistics to the mean of its batch statistics over
     `batches` training batches ("precise BN"). Short runs from scratch otherwise predict from statistics that lag
     behind the weights, and every image gets the same output. Returns the number of batches used."""
-    from benchmark.input.batches import image_batches, make_input
+    from benchmark.engines import current
+    from benchmark.input.batches import image_batches
 
     backbone = model.get_layer("backbone")
     if not batches or not backbone.trainable:
@@ -50,8 +51,8 @@ def reestimate_bn(model, images, rows, batch_size: int, batches: int, seed: int 
     dummy = np.zeros((len(rows), 1), np.float32)
     used = 0
     try:
-        batches_in = make_input(images, rows, dummy, batch_size, shuffle=True, seed=seed,
-                                drop_remainder=len(rows) >= batch_size)
+        batches_in = current().batches(images, rows, dummy, batch_size, shuffle=True, seed=seed,
+                                       drop_remainder=len(rows) >= batch_size)
         for i, x in enumerate(image_batches(batches_in, batches), 1):
             for layer in bns:
                 layer.momentum = 1.0 - 1.0 / i  # the running mean of the batch statistics seen so far

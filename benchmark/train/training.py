@@ -243,9 +243,9 @@ def _record(run_dir: Path, status: str, **extra) -> None:
 
 def _train(cfg: Config, run_dir: Path, data, fingerprint: dict, log) -> dict:
 
+    from benchmark.engines import current
     from benchmark.evaluation.evaluate import finish_run
     from benchmark.evaluation.inference import register_custom_objects
-    from benchmark.input.batches import make_input
     from benchmark.runs.rundir import RunState
     from benchmark.train.callbacks import restore_rng_state
     from benchmark.train.network import classifier_for
@@ -272,9 +272,9 @@ def _train(cfg: Config, run_dir: Path, data, fingerprint: dict, log) -> dict:
     if cfg.steps_per_epoch:
         steps = min(steps, cfg.steps_per_epoch)
     state = RunState.load(run_dir / STATE)
-    train_ds = make_input(data.images, train.rows, train.targets, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                          deterministic=cfg.deterministic, drop_remainder=drop, steps=cfg.steps_per_epoch,
-                          first_epoch=state.epochs_done if state.checkpoint else 0)
+    train_ds = current().batches(data.images, train.rows, train.targets, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                 deterministic=cfg.deterministic, drop_remainder=drop, steps=cfg.steps_per_epoch,
+                                 first_epoch=state.epochs_done if state.checkpoint else 0)
     with scope():
         if state.epochs_done and state.checkpoint and (run_dir / state.checkpoint).is_file():
             log(f"resuming {run_dir} after epoch {state.epochs_done}")
