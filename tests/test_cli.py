@@ -88,3 +88,20 @@ def test_missing_image_names_the_file(phantom, tmp_path):
                      "--set", "steps_per_epoch=1", "--set", "gradcam_images=0")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipping 1 bad image(s)" in result.stderr
+
+
+def test_one_module_per_command_each_in_the_contract():
+    """Every module of benchmark/cli/ but the package and common.py registers a command, and setup.cfg's
+    independence contract lists each, so that a new command's module cannot quietly lean on another's."""
+    import configparser
+
+    from benchmark import cli
+
+    files = {p.stem for p in (ROOT / "benchmark" / "cli").glob("*.py")} - {"__init__", "common"}
+    assert {m.__name__.rsplit(".", 1)[1] for m in cli.COMMANDS} == files
+    contract = configparser.ConfigParser()
+    contract.read(ROOT / "setup.cfg")
+    listed = contract["importlinter:contract:commands"]["modules"].split()
+    assert sorted(listed) == sorted(f"benchmark.cli.{name}" for name in files)
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert all(parser.get_default("func") or parser._subparsers for parser in commands.values())
