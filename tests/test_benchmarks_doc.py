@@ -81,7 +81,7 @@ def test_a_perf_line_is_recorded_with_when_where_and_how_and_never_replaced(tmp_
 def test_the_check_runs_without_tensorflow(tmp_path):
     log = tmp_path / "tf.log"
     env = {**os.environ, "PYTHONPATH": f"{NO_TENSORFLOW}{os.pathsep}{ROOT}", "CXR_TEST_TENSORFLOW_LOG": str(log)}
-    result = subprocess.run([sys.executable, "-m", "benchmark.perf.tables", "--check"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "benchmark", "perf", "tables", "--check"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not log.exists()

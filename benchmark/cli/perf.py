@@ -1,4 +1,4 @@
-"""`perf pipeline|train|export|report`: throughput and cost measurements (the figures of BENCHMARKS.md)."""
+"""`perf pipeline|train|export|report|tables`: throughput and cost measurements (the figures of BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
     _train_parser(psub)
     _export_parser(psub)
     _report_parser(psub)
+    _tables_parser(psub)
 
 
 def _pipeline_parser(psub) -> None:
@@ -53,6 +54,20 @@ def _export_parser(psub) -> None:
     pe.add_argument("--repeats", type=int, default=20, help="timed calls per engine (the median is reported)")
     pe.add_argument("--json", action="store_true")
     pe.set_defaults(func=cmd_export)
+
+
+def _tables_parser(psub) -> None:
+    from benchmark.perf.tables import add_arguments
+
+    pt = psub.add_parser("tables", help="render BENCHMARKS.md's marked tables from docs/measurements/ (--check: compare)")
+    add_arguments(pt)
+    pt.set_defaults(func=cmd_tables)
+
+
+def cmd_tables(args) -> int:
+    from benchmark.perf.tables import run
+
+    return run(args)
 
 
 def _report_parser(psub) -> None:

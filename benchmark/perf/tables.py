@@ -8,9 +8,10 @@ rendered table:
     | ... the rendered table ... |
     <!-- end table -->
 
-`python -m benchmark perf tables` rewrites the marked tables from their files; `--check` only compares (the tests
-run it). `python -m benchmark perf tables --record NAME --kind KIND --command CMD [--command CMD ...] FILE ...`
-makes a measurement file from what the commands wrote (FILE: JSON or JSON lines; `-` reads standard input).
+`python -m benchmark perf tables` (or `python -m benchmark.perf.tables`) rewrites the marked tables from
+their files; `--check` only compares (the tests run it).
+`python -m benchmark perf tables --record NAME --kind KIND --command CMD [--command CMD ...] FILE ...` makes a
+measurement file from what the commands wrote (FILE: JSON or JSON lines; `-` reads standard input).
 Reads JSON only: nothing here imports TensorFlow.
 """
 
@@ -192,18 +193,18 @@ def record(name: str, kind: str, commands: list[str], files: list[str], note: st
     return path
 
 
-def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m benchmark.perf.tables", description=__doc__.split("\n\n")[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a table differs")
     ap.add_argument("--record", metavar="NAME", help="write docs/measurements/NAME.json from FILE(s)")
     ap.add_argument("--kind", choices=sorted(RENDERERS))
     ap.add_argument("--command", action="append", default=[], help="a command that produced FILE (repeatable)")
     ap.add_argument("--note")
-    ap.add_argument("files", nargs="*")
-    args = ap.parse_args(argv)
+    ap.add_argument("files", nargs="*", metavar="FILE", help="what the commands wrote (JSON or JSON lines; - for stdin)")
+
+
+def run(args) -> int:
+    import sys
+
     if args.record:
         if not (args.kind and args.command and args.files):
             raise UserError("--record needs --kind, at least one --command and the FILE(s) the commands wrote")
@@ -213,6 +214,14 @@ def main(argv=None) -> int:
     for src in stale:
         print(f"{DOC}: the table from {src} {'differs from it' if args.check else 'rendered again'}")
     return 1 if stale and args.check else 0
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m benchmark.perf.tables", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":
