@@ -272,11 +272,13 @@ def test_launcher_template_runs_a_real_sweep(launcher, phantom, tmp_path):
     """The launcher as it is (no wrapper) runs the run contract's real child, `python -m benchmark train`, through
     the whole sweep: plan, image cache, training in the child, report."""
     pytest.importorskip("tensorflow")
+    from benchmark.config import load_config
     from benchmark.runs.rundir import RUNS, read_status
     from benchmark.sweep.run import run_sweep
-    from tests.helpers import tiny_config
+    from tests.helpers import CI_PROFILE
 
-    cfg = tiny_config(phantom, backbones=["mobilenet"], epochs=1, steps_per_epoch=2, gradcam_images=0)
+    cfg = load_config(CI_PROFILE, dict(data_root=str(phantom), backbones=["mobilenet"], epochs=1, steps_per_epoch=2,
+                                       gradcam_images=0))
     launcher.SubprocessLauncher.check(cfg, None)
     assert run_sweep(cfg, tmp_path / "sweep", launcher=launcher.SubprocessLauncher.from_config(cfg)) == 0
     assert read_status(tmp_path / "sweep" / RUNS / "mobilenet")["status"] == "done"
