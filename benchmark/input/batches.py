@@ -21,7 +21,7 @@ from benchmark.cores import usable_cores
 
 
 def image_batches(data, limit: int | None = None):
-    """The image part of the first `limit` batches of `make_input`'s result, as NumPy arrays, on any backend."""
+    """The image part of the first `limit` batches of an engine's `batches(...)`, as NumPy arrays, on any backend."""
     if hasattr(data, "take"):  # tf.data
         data = data.take(limit) if limit else data
         for x, _ in data.as_numpy_iterator():
