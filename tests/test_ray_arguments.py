@@ -49,7 +49,8 @@ def test_local_means_a_private_loopback_cluster_whatever_ray_address_says(record
     monkeypatch.setenv("RAY_ADDRESS", "ray://someone-elses-cluster:10001")
     ray_launcher.RayLauncher("local", 0, 1.0, local_cpus=1)
     kwargs, seen_address = recorded.inits[0]
-    assert "address" not in kwargs and kwargs["_node_ip_address"] == "127.0.0.1"
+    # "local" is Ray's word for a new instance: never the cluster ray_current_cluster names
+    assert kwargs["address"] == "local" and kwargs["_node_ip_address"] == "127.0.0.1"
     assert seen_address is None  # ray.init did not see $RAY_ADDRESS ...
     assert os.environ["RAY_ADDRESS"] == "ray://someone-elses-cluster:10001"  # ... which is put back after
 

@@ -136,8 +136,10 @@ class RayLauncher(Launcher):
             if address == "local":  # a private loopback cluster, whatever $RAY_ADDRESS says
                 from benchmark.cores import usable_cores
 
+                # address="local": a new instance even where this machine runs a cluster already (without it,
+                # ray.init joins the one named in /tmp/ray/ray_current_cluster, e.g. one a test or `ray start` left)
                 with _without("RAY_ADDRESS"):
-                    ray.init(num_cpus=local_cpus or usable_cores(), object_store_memory=100 * 2**20,
+                    ray.init(address="local", num_cpus=local_cpus or usable_cores(), object_store_memory=100 * 2**20,
                              _node_ip_address="127.0.0.1", **kwargs)
             else:
                 ray.init(address=address, **kwargs)
