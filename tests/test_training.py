@@ -80,15 +80,18 @@ def test_a_finished_run_of_other_settings_or_data_is_refused_not_mixed(trained, 
 def test_finetune_modes_and_losses(phantom, tmp_path, finetune, loss, policy):
     import keras
 
+    from benchmark.runs.rundir import STATE, RunState
     from benchmark.train.network import classifier_for
 
+    # checkpoint/ kept: model.keras is the best epoch's, which may be gradual's first (backbone frozen); the last
+    # epoch's model shows what trained
     cfg = tiny_config(phantom, backbone="mobilenet", finetune=finetune, loss=loss, policy=policy, epochs=2,
-                      gradual_epochs=1, steps_per_epoch=3, gradcam_images=0)
+                      gradual_epochs=1, steps_per_epoch=3, gradcam_images=0, keep_checkpoint=True)
     train_run(cfg, tmp_path, log=lambda *a: None)
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "done"
     assert (tmp_path / "model.keras").is_file()
-    last = tmp_path / "checkpoint" / "last.keras"  # the best epoch may be any; the last one shows what trained
-    model = keras.models.load_model(last if last.is_file() else tmp_path / "model.keras")
+    state = RunState.load(tmp_path / STATE)
+    model = keras.models.load_model(tmp_path / state.checkpoint if state.checkpoint else tmp_path / "model.keras")
     keras.utils.set_random_seed(cfg.seed)
     fresh = classifier_for(cfg, 5)
     trained_w = model.get_layer("backbone").get_weights()[0]
