@@ -22,10 +22,10 @@ import json
 import os
 import platform
 import re
-import subprocess
 from pathlib import Path
 
 from benchmark.errors import UserError
+from benchmark.runs.rundir import atomic_write_text, git_commit
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = "BENCHMARKS.md"
@@ -132,9 +132,7 @@ def tables(check: bool, root: Path = ROOT) -> list[str]:
     stale = [src for src, old, now in zip(sources(text), BLOCK.finditer(text), BLOCK.finditer(new))
              if old.group("body") != now.group("body")]
     if stale and not check:
-        tmp = doc.with_name(f".{doc.name}.tmp-{os.getpid()}")
-        tmp.write_text(new)
-        os.replace(tmp, doc)
+        atomic_write_text(doc, new)
     return stale
 
 
@@ -151,15 +149,6 @@ def machine() -> str:
     except (OSError, ValueError):
         memory = ""
     return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
-def _commit(root: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
 
 
 def _read_outputs(files: list[str], stdin) -> list:
@@ -179,17 +168,16 @@ def record(name: str, kind: str, commands: list[str], files: list[str], note: st
     if kind not in RENDERERS:
         raise UserError(f"--kind {kind!r} has no table; known: {', '.join(RENDERERS)}")
     outputs = _read_outputs(files, stdin)
+    commit = (git_commit() or "")[:7] or None  # the checkout the measuring commands ran from
     body = {"summary": outputs[0]} if kind == "default-run" else {"results": outputs}
-    rec = {"kind": kind, "measured": datetime.date.today().isoformat(), "machine": machine(), "commit": _commit(root),
+    rec = {"kind": kind, "measured": datetime.date.today().isoformat(), "machine": machine(), "commit": commit,
            "commands": commands, **({"note": note} if note else {}), **(extra or {}), **body}
     render(rec)  # a record its table cannot show is refused before it is written
     path = root / MEASUREMENTS / f"{name}.json"
     if path.exists():
         raise UserError(f"{path} exists; measurements are not replaced: pick another NAME or remove it by hand")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(rec, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
     return path
 
 
