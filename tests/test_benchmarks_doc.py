@@ -74,6 +74,13 @@ def test_a_perf_line_is_recorded_with_when_where_and_how_and_never_replaced(tmp_
     assert "| MobileNet | tensorflow | 100.0 | 125.0 | 80 % |" in tables.render(rec)
     with pytest.raises(UserError, match="exists"):
         tables.record("feed", "training-feed", [cmd], [str(out)], None, root=tmp_path)
+    with pytest.raises(UserError, match="a plain file name"):  # never written outside docs/measurements
+        tables.record("../../elsewhere", "training-feed", [cmd], [str(out)], None, root=tmp_path)
+    report_line = tmp_path / "report.json"
+    report_line.write_text(json.dumps({"benchmark": "report", "runs": 3}))
+    with pytest.raises(UserError, match="not what --kind training-feed tables show"):
+        tables.record("wrong", "training-feed", [cmd], [str(report_line)], None, root=tmp_path)
+    assert sorted(p.name for p in (tmp_path / tables.MEASUREMENTS).iterdir()) == ["feed.json"]
     with pytest.raises(UserError, match="has no table"):
         tables.record("other", "nonsense", [cmd], [str(out)], None, root=tmp_path)
 

@@ -165,6 +165,8 @@ def _read_outputs(files: list[str], stdin) -> list:
 def record(name: str, kind: str, commands: list[str], files: list[str], note: str | None, stdin=None,
            root: Path = ROOT, extra: dict | None = None) -> Path:
     """docs/measurements/NAME.json from what the commands wrote; refuses to replace an existing measurement."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"--record {name!r}: a plain file name (letters, digits, . _ -), written to {MEASUREMENTS}/")
     if kind not in RENDERERS:
         raise UserError(f"--kind {kind!r} has no table; known: {', '.join(RENDERERS)}")
     outputs = _read_outputs(files, stdin)
@@ -172,7 +174,11 @@ def record(name: str, kind: str, commands: list[str], files: list[str], note: st
     body = {"summary": outputs[0]} if kind == "default-run" else {"results": outputs}
     rec = {"kind": kind, "measured": datetime.date.today().isoformat(), "machine": machine(), "commit": commit,
            "commands": commands, **({"note": note} if note else {}), **(extra or {}), **body}
-    render(rec)  # a record its table cannot show is refused before it is written
+    try:
+        render(rec)  # a record its table cannot show is refused before it is written
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise UserError(f"{', '.join(files)}: not what --kind {kind} tables show (lacks or misreads {e}); pass the "
+                        f"command's --json output") from None
     path = root / MEASUREMENTS / f"{name}.json"
     if path.exists():
         raise UserError(f"{path} exists; measurements are not replaced: pick another NAME or remove it by hand")
